@@ -1,0 +1,1 @@
+"""icrl: in-context imitation learning for NetHack, MiniHack and Procgen."""
