@@ -1,0 +1,1 @@
+"""Episodes, the trajectory store, collection, NLD ingest and bursty sequences."""
