@@ -25,19 +25,26 @@ NUM_PROCGEN_ACTIONS: int = 15
 PAD_ACTION: int = PROCGEN_OFFSET + NUM_PROCGEN_ACTIONS
 VOCAB_SIZE: int = PAD_ACTION + 1
 
-# NLE's enumeration has a few duplicated keycodes (e.g. an action that is both a command and
-# a text character); the first index wins, which keeps the mapping a function.
+# Three keycodes appear twice in NLE's enumeration, once as a command and once as a text
+# character ('"' SEEAMULET / QUOTE, '$' SEEGOLD / DOLLAR, '+' SEESPELLS / PLUS). Enum members map
+# to their own position; a bare keycode (an NLD keypress) maps to the first, the command.
+_MEMBER_TO_INDEX: dict[tuple[type, int], int] = {
+    (type(a), int(a)): i for i, a in enumerate(nethack.ACTIONS)
+}
 _KEYCODE_TO_INDEX: dict[int, int] = {}
 for _i, _k in enumerate(NETHACK_KEYCODES):
     _KEYCODE_TO_INDEX.setdefault(_k, _i)
 
 
 def nethack_index(action: int) -> int:
-    """Unified index of an NLE action (an enum member or its integer keycode).
+    """Unified index of an NLE action: an enum member (exact), or an integer keycode.
 
     Raises KeyError naming the keycode when NLE's enumeration has no such action.
     """
     key = int(action)
+    index = _MEMBER_TO_INDEX.get((type(action), key))
+    if index is not None:
+        return index
     try:
         return _KEYCODE_TO_INDEX[key]
     except KeyError:
