@@ -9,6 +9,8 @@ from __future__ import annotations
 import difflib
 import functools
 
+import numpy as np
+
 from icrl.envs.base import Env, VectorEnv
 from icrl.envs.procgen import PROCGEN_GAMES, PROCGEN_PREFIX, ProcgenEnv, ProcgenVectorEnv
 from icrl.envs.vector import EnvFactory, SerialVectorEnv, SubprocVectorEnv
@@ -111,3 +113,24 @@ def make_vector_env(
     if workers == 0:
         return SerialVectorEnv([f() for f in factories])
     return SubprocVectorEnv(factories, workers)
+
+
+NLD_TASK_PREFIXES: tuple[str, ...] = ("nld-aa:", "nld-nao:")
+
+
+@functools.cache
+def task_legal_actions(task: str) -> np.ndarray:
+    """Unified legal actions [n] int32 of a task named in a trajectory store.
+
+    NLD tasks (``nld-aa:<group>``, ``nld-nao:<group>``) are full NetHack games: all NLE actions.
+    Other tasks are built once (cached per process) to read their action set.
+    """
+    from icrl.envs.actions import NUM_NETHACK_ACTIONS
+
+    if task.startswith(NLD_TASK_PREFIXES):
+        return np.arange(NUM_NETHACK_ACTIONS, dtype=np.int32)
+    env = make_env(task)
+    try:
+        return env.spec.legal_actions
+    finally:
+        env.close()

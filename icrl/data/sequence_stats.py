@@ -1,0 +1,51 @@
+"""What a sequence stream looks like: measured burstiness, padding, and a compact layout view."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from icrl.data.pipeline import SequenceSource
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceStats:
+    sequences: int
+    burstiness: float  # fraction of sequences with two episodes of one level
+    fallbacks: int  # bursty draws whose level had no second episode
+    padding: float  # fraction of steps that are padding
+    episodes_per_sequence: float
+    cut_episodes: float  # fraction of episodes cut to a window
+
+
+def sequence_stats(source: SequenceSource, n: int, start: int = 0) -> SequenceStats:
+    """Statistics of sequences [start, start + n), from their plans (no episode is decoded)."""
+    plans = [source.plan(i) for i in range(start, start + n)]
+    steps = np.array([p.lengths.sum() for p in plans], dtype=np.float64)
+    full = [source.catalogs[p.source].length[p.rows] for p in plans]
+    cut = sum(int((f > p.lengths).sum()) for f, p in zip(full, plans))
+    episodes = sum(len(p.rows) for p in plans)
+    return SequenceStats(
+        sequences=n,
+        burstiness=float(np.mean([p.bursty for p in plans])),
+        fallbacks=int(sum(p.fallback for p in plans)),
+        padding=float(1.0 - steps.mean() / source.cfg.context_steps),
+        episodes_per_sequence=episodes / n,
+        cut_episodes=cut / max(episodes, 1),
+    )
+
+
+def render_sequence(source: SequenceSource, i: int) -> str:
+    """One line per sequence: its task, then each slot as level/episode:steps (+start if cut)."""
+    plan = source.plan(i)
+    store = source.stores[plan.source]
+    slots = []
+    for row, start, n in zip(plan.rows, plan.starts, plan.lengths):
+        ref = store.index.ref(int(row))
+        cut = f"@{int(start)}" if n < ref.length else ""
+        slots.append(f"L{ref.level}/e{ref.episode}:{int(n)}{cut}")
+    pad = source.cfg.context_steps - int(plan.lengths.sum())
+    tag = "bursty" if plan.bursty else ("fallback" if plan.fallback else "plain")
+    return (f"#{i:<6d} {plan.task:32s} {tag:8s} "
+            f"[{' | '.join(slots)}] pad {pad}")

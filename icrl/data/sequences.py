@@ -1,0 +1,226 @@
+"""Bursty multi-trajectory sequences: which episodes go into sequence i, and how they are packed.
+
+A sequence holds E episodes of one task: a *query* episode and E-1 context episodes. With
+probability ``p_burst`` it is *bursty*: up to ``burst_episodes`` context episodes (default: all the
+level has, at most E-1) share the query's level; every other context episode comes from a distinct
+level of the task, different from the query's. So a sequence has two episodes of one level exactly
+when it is bursty, and the measured burstiness matches ``p_burst``. A bursty draw whose level has no
+second episode falls back to a non-bursty sequence; the fallbacks are counted (``stats``).
+
+The order of the E episodes is shuffled; steps inside an episode keep their order.
+
+Cut rule for long episodes: an episode longer than ``max_episode_steps`` (default
+``context_steps // E``) contributes a window of that many consecutive steps starting at a random
+step; its first kept step carries the episode-start marker and ``timestep`` keeps the true step
+index within the episode. So every sequence fits its budget and long NLD games are seen
+throughout. The packed sequence is padded at the end to ``context_steps``.
+
+Everything random is drawn from ``np.random.default_rng([seed, i])``: sequence i is a pure function
+of (seed, i, the stores' contents).
+
+Packed sequence (numpy; T = context_steps, E = episodes_per_sequence)::
+
+    obs              dict: nethack tty_chars/tty_colors [T, 24, 80] uint8, tty_cursor [T, 2] uint8;
+                           procgen rgb [T, 64, 64, 3] uint8 (zeros on padding)
+    actions          [T] int32   unified actions; PAD_ACTION on padding and for episodes without actions
+    rewards          [T] float32
+    episode_start    [T] bool    first kept step of each episode
+    timestep         [T] int32   step index within its episode (0 on padding)
+    episode_id       [T] int32   slot 0..E-1 of the step's episode, -1 on padding
+    loss_mask        [T] bool    True where the action is a training target (not padding, has actions)
+    legal_mask       [VOCAB_SIZE] bool   the task's legal actions
+    index            []  int64   the sequence's index i
+    source_id, task_id [] int32  into the pipeline's source and task tables
+    slot_level, slot_episode, slot_length, slot_start  [E] int64   per slot: level, episode number,
+                                 steps kept, first kept step (-1 for empty slots in single mode)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from icrl.config import ConfigBase
+from icrl.data.episode import OBS_SPECS
+from icrl.envs.actions import PAD_ACTION, legal_mask
+from icrl.errors import IcrlError
+
+
+class SourceConfig(ConfigBase):
+    """One trajectory store the pipeline reads, with its mixing weight."""
+
+    path: str = Field(description="Trajectory store directory.")
+    weight: float = Field(1.0, gt=0.0, description="Relative probability that a sequence comes from it.")
+    tasks: list[str] | None = Field(None, description="Only these tasks of the store (None: all).")
+
+
+class SequenceConfig(ConfigBase):
+    """How training sequences are built and batched."""
+
+    sources: list[SourceConfig] = Field(default_factory=list, description="Stores to read, with weights.")
+    mode: Literal["bursty", "single"] = Field(
+        "bursty", description="'single': one trajectory per sequence (BC baselines); else E episodes.")
+    episodes_per_sequence: int = Field(4, ge=1, description="E: episodes per sequence (bursty mode).")
+    context_steps: int = Field(256, ge=1, description="Steps per sequence, padding included.")
+    p_burst: float = Field(1.0, ge=0.0, le=1.0, description="Probability a sequence is bursty.")
+    burst_episodes: int | None = Field(
+        None, ge=1, description="Context episodes from the query's level when bursty (None: all it has).")
+    max_episode_steps: int | None = Field(
+        None, ge=1, description="Longer episodes are cut to a window of this many steps (None: T // E).")
+    reward_tokens: bool = Field(False, description="Feed rewards to the model as tokens.")
+    seed: int = Field(0, description="Seed of the sequence stream: sequence i depends on (seed, i).")
+    num_sequences: int = Field(1 << 30, ge=1, description="Length of the sequence stream.")
+    batch_size: int = Field(8, ge=1, description="Sequences per batch (global, over all processes).")
+    worker_count: int = Field(0, ge=0, description="Grain worker processes per host (0: in-process).")
+
+    @property
+    def episodes(self) -> int:
+        """Episodes per sequence in the current mode."""
+        return 1 if self.mode == "single" else self.episodes_per_sequence
+
+    @property
+    def window(self) -> int:
+        """Most steps one episode contributes."""
+        cap = self.context_steps // self.episodes
+        return min(self.max_episode_steps or cap, cap)
+
+    @model_validator(mode="after")
+    def _fits(self) -> "SequenceConfig":
+        if self.context_steps // self.episodes < 1:
+            raise ValueError(
+                f"context_steps={self.context_steps} is too short for {self.episodes} episodes "
+                f"of at least one step each")
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class SequencePlan:
+    """Which episodes (index rows of one source) fill a sequence, in packing order."""
+
+    source: int
+    task: str
+    rows: np.ndarray  # [n] int64 index rows, in packing order
+    starts: np.ndarray  # [n] int64 first kept step of each
+    lengths: np.ndarray  # [n] int64 steps kept of each
+    bursty: bool  # two of its episodes share a level
+    fallback: bool  # drawn bursty, but the query's level had no second episode
+
+
+class TaskCatalog:
+    """The episodes of one store, grouped for sampling: task -> level -> index rows."""
+
+    def __init__(self, index, tasks: list[str] | None, where: str):
+        cols = index.columns
+        names = index.strings["task"]
+        wanted = set(tasks) if tasks is not None else set(names)
+        unknown = sorted(wanted - set(names))
+        if unknown:
+            raise IcrlError(f"{where}: no episodes of task(s) {unknown}; the store has {sorted(names)}")
+        self.tasks: list[str] = sorted(wanted)
+        self.rows_by_task: list[np.ndarray] = []
+        self.levels_by_task: list[np.ndarray] = []
+        self.level_rows: list[dict[int, np.ndarray]] = []
+        for task in self.tasks:
+            rows = np.flatnonzero(index.task_mask(task))
+            levels = np.unique(cols["level"][rows])
+            self.rows_by_task.append(rows)
+            self.levels_by_task.append(levels)
+            self.level_rows.append({int(lv): index.rows_of(task, int(lv)) for lv in levels})
+        counts = np.array([len(r) for r in self.rows_by_task], dtype=np.float64)
+        self.task_probs = counts / counts.sum()
+        self.level = cols["level"]
+        self.length = cols["length"]
+        self.domains = sorted({index.strings["domain"][c] for c in np.unique(cols["domain"])}) if len(index) else []
+
+
+def check_catalog(catalog: TaskCatalog, cfg: SequenceConfig, where: str) -> None:
+    """Raise IcrlError, before anything runs, if some task cannot fill a sequence.
+
+    A non-bursty sequence needs E distinct levels; a bursty one at least E - burst_episodes.
+    """
+    E = cfg.episodes
+    if E == 1:
+        return
+    burst = min(cfg.burst_episodes or E - 1, E - 1)
+    need = E if cfg.p_burst < 1.0 else E - burst
+    for task, levels in zip(catalog.tasks, catalog.levels_by_task):
+        if len(levels) < need:
+            raise IcrlError(
+                f"{where}: task {task!r} has episodes on {len(levels)} level(s); sequences of "
+                f"E={E} episodes with p_burst={cfg.p_burst} need at least {need} distinct levels "
+                f"(lower data.episodes_per_sequence or collect more levels)")
+
+
+def plan_sequence(catalogs: list[TaskCatalog], weights: np.ndarray, cfg: SequenceConfig, i: int) -> SequencePlan:
+    """The episodes of sequence ``i``: a pure function of (cfg.seed, i, catalogs)."""
+    rng = np.random.default_rng([cfg.seed, i])
+    source = int(rng.choice(len(catalogs), p=weights))
+    cat = catalogs[source]
+    t = int(rng.choice(len(cat.tasks), p=cat.task_probs))
+    query = int(rng.choice(cat.rows_by_task[t]))
+    level = int(cat.level[query])
+    E = cfg.episodes
+    rows = [query]
+    drawn_bursty = rng.random() < cfg.p_burst  # always drawn, so the stream's shape is fixed
+    fallback = False
+    if E > 1:
+        same = cat.level_rows[t][level]
+        same = same[same != query]
+        n_same = 0
+        if drawn_bursty:
+            n_same = min(len(same), cfg.burst_episodes or E - 1, E - 1)
+            fallback = n_same == 0
+            rows += rng.choice(same, size=n_same, replace=False).tolist()
+        others = cat.levels_by_task[t]
+        others = others[others != level]
+        for lv in rng.choice(others, size=E - 1 - n_same, replace=False):
+            rows.append(int(rng.choice(cat.level_rows[t][int(lv)])))
+    rows_arr = np.asarray(rows, dtype=np.int64)[rng.permutation(len(rows))]
+    lengths = cat.length[rows_arr].astype(np.int64)
+    kept = np.minimum(lengths, cfg.window)
+    starts = np.array([rng.integers(0, n - k + 1) for n, k in zip(lengths, kept)], dtype=np.int64)
+    levels = cat.level[rows_arr]
+    bursty = len(np.unique(levels)) < len(levels)
+    return SequencePlan(source=source, task=cat.tasks[t], rows=rows_arr, starts=starts, lengths=kept,
+                        bursty=bool(bursty), fallback=fallback)
+
+
+def pack_sequence(plan: SequencePlan, episodes: list, cfg: SequenceConfig, domain: str,
+                  legal: np.ndarray, index: int, task_id: int) -> dict[str, np.ndarray | dict]:
+    """Lay the planned episodes (``Episode`` objects, in plan order) end to end into one sequence."""
+    T, E = cfg.context_steps, cfg.episodes
+    spec = OBS_SPECS[domain]
+    obs = {k: np.zeros((T, *shape), dtype) for k, (shape, dtype) in spec.items()}
+    actions = np.full(T, PAD_ACTION, np.int32)
+    rewards = np.zeros(T, np.float32)
+    episode_start = np.zeros(T, bool)
+    timestep = np.zeros(T, np.int32)
+    episode_id = np.full(T, -1, np.int32)
+    loss_mask = np.zeros(T, bool)
+    slot = {k: np.full(E, -1, np.int64) for k in ("slot_level", "slot_episode", "slot_length", "slot_start")}
+    at = 0
+    for j, (ep, start, n) in enumerate(zip(episodes, plan.starts, plan.lengths)):
+        start, n = int(start), int(n)
+        window = slice(start, start + n)
+        dst = slice(at, at + n)
+        for k in spec:
+            obs[k][dst] = ep.observations[k][window]
+        actions[dst] = ep.actions[window] if ep.has_actions else PAD_ACTION
+        rewards[dst] = ep.rewards[window]
+        episode_start[at] = True
+        timestep[dst] = np.arange(start, start + n, dtype=np.int32)
+        episode_id[dst] = j
+        # Observation-only episodes (NLD-NAO) and unmapped keys (PAD_ACTION) are never targets.
+        loss_mask[dst] = ep.has_actions & (actions[dst] != PAD_ACTION)
+        slot["slot_level"][j], slot["slot_episode"][j] = ep.level, ep.episode
+        slot["slot_length"][j], slot["slot_start"][j] = n, start
+        at += n
+    return {
+        "obs": obs, "actions": actions, "rewards": rewards, "episode_start": episode_start,
+        "timestep": timestep, "episode_id": episode_id, "loss_mask": loss_mask,
+        "legal_mask": legal_mask(legal), "index": np.int64(index), "source_id": np.int32(plan.source),
+        "task_id": np.int32(task_id), **slot,
+    }
