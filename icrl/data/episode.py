@@ -83,3 +83,13 @@ class Episode:
             arr = self.observations[key]
             if arr.shape != (T, *shape) or arr.dtype != dtype:
                 raise ValueError(f"{name}: {key} must be {dtype} {(T, *shape)}, got {arr.dtype} {arr.shape}")
+
+
+def episode_equal(a: Episode, b: Episode) -> bool:
+    """Field-by-field equality: metadata equal, every array equal in shape, dtype and values."""
+    meta = ("domain", "task", "level", "source", "terminated", "truncated", "has_actions", "episode")
+    if any(getattr(a, f) != getattr(b, f) for f in meta) or set(a.observations) != set(b.observations):
+        return False
+    pairs = [(a.actions, b.actions), (a.rewards, b.rewards)]
+    pairs += [(a.observations[k], b.observations[k]) for k in a.observations]
+    return all(x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y) for x, y in pairs)

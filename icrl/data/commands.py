@@ -1,0 +1,90 @@
+"""``icrl data ...``: look at and check trajectory stores.
+
+``icrl data inspect STORE``: episodes, steps, return and success per task, bytes per step on disk
+and the compression ratio. ``icrl data verify STORE``: read and check every record; exit 1 naming
+the file and record of any damage. Bad input (missing path, not a store, corrupt index) exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    data = subparsers.add_parser("data", help="trajectory stores: inspect, verify")
+    sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    p = sub.add_parser("inspect", help="episodes, steps, return, success per task; bytes per step; compression")
+    p.add_argument("store", help="path of the trajectory store")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("verify", help="read every record and check it; non-zero exit naming any damage")
+    p.add_argument("store", help="path of the trajectory store")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_verify)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from icrl.data.store import TrajectoryStore
+    from icrl.data.summary import summarize
+
+    with TrajectoryStore(args.store) as store:
+        s = summarize(store)
+    console = Console()
+    if not console.is_terminal:  # piped: don't squeeze the table into 80 columns
+        console = Console(width=160)
+    table = Table(title=f"store {s.path}", caption="B/step and ratio: encoded records vs raw arrays")
+    for col in ("task", "domain", "source"):
+        table.add_column(col, overflow="fold")
+    for col in ("episodes", "levels", "steps", "return", "success", "B/step", "ratio"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for t in s.tasks:
+        table.add_row(t.task, t.domain, t.sources, f"{t.episodes:,}", f"{t.levels:,}", f"{t.steps:,}",
+                      f"{t.mean_return:.3f}", f"{100 * t.success_rate:.1f}%", f"{t.record_bytes_per_step:.1f}",
+                      f"{t.compression_ratio:.0f}x")
+    console.print(table)
+    console.print(
+        f"total: {s.episodes:,} episodes, {s.steps:,} steps, {len(s.tasks)} tasks; "
+        f"{s.shards} sealed shards, {s.journals} unsealed journals\n"
+        f"on disk: {_size(s.disk_bytes)} = {s.disk_bytes_per_step:.1f} B/step "
+        f"(raw arrays {_size(s.raw_bytes)}: {s.disk_ratio:.0f}x); "
+        f"records {_size(s.record_bytes)}: compression ratio {s.compression_ratio:.0f}x",
+        highlight=False, soft_wrap=True,
+    )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from icrl.data.verify import count_records, verify_store
+
+    console = Console(stderr=True)
+    total = count_records(args.store)  # raises IcrlError (exit 2) if it is not a store
+    with Progress(console=console, transient=True, disable=args.quiet or not console.is_terminal) as bar:
+        task = bar.add_task("verifying records", total=total)
+        report = verify_store(args.store, progress=lambda n: bar.advance(task, n))
+    out = Console(highlight=False, soft_wrap=True)  # one line per problem, greppable
+    for note in report.notes:
+        out.print(f"note: {note}", markup=False)
+    for problem in report.problems:
+        out.print(f"DAMAGED: {problem}", markup=False)
+    summary = (f"{report.records:,} records checked in {report.shards} shards and "
+               f"{report.journals} journals")
+    if report.ok:
+        out.print(f"OK: {summary}", markup=False)
+        return 0
+    out.print(f"FAILED: {len(report.problems)} problems; {summary}", markup=False)
+    return 1
