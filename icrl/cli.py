@@ -15,6 +15,7 @@ from icrl.errors import IcrlError
 # The subsystems whose subcommands `icrl` offers, in the order `icrl --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "icrl.envs.commands",
+    "icrl.data.commands",
 )
 
 
