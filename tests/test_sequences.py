@@ -190,3 +190,24 @@ def test_worker_processes_give_the_same_batches(store_path):
     cfg = config(store_path)
     assert_batches_equal(batches(make_loader(cfg), 3),
                          batches(make_loader(cfg.model_copy(update={"worker_count": 1})), 3))
+
+
+def test_data_sequences_command(store_path, tmp_path, capsys):
+    import yaml
+
+    from icrl.cli import main
+
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump({"data": {"sources": [{"path": str(store_path)}], "episodes_per_sequence": 3,
+                                            "context_steps": 40, "p_burst": 0.6}}))
+    assert main(["data", "sequences", str(exp), "--show", "2", "--stats", "3000"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 5 and lines[1].startswith("#0") and lines[2].startswith("#1")
+    measured = float(lines[-1].split()[2])
+    assert lines[-1].startswith("burstiness: measured") and lines[-1].endswith("configured 0.6")
+    assert abs(measured - 0.6) < 0.03
+    assert main(["data", "sequences", str(exp), "--set", "data.p_burst=2"]) == 2
+    assert "p_burst" in capsys.readouterr().err
+    exp.write_text("model: {}\n")
+    assert main(["data", "sequences", str(exp)]) == 2
+    assert "no `data:` section" in capsys.readouterr().err

@@ -11,17 +11,52 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    data = subparsers.add_parser("data", help="trajectory stores: inspect, verify")
+    data = subparsers.add_parser("data", help="trajectory stores: inspect, verify; training sequences")
     sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     p = sub.add_parser("inspect", help="episodes, steps, return, success per task; bytes per step; compression")
     p.add_argument("store", help="path of the trajectory store")
     p.set_defaults(func=cmd_inspect)
 
+    p = sub.add_parser("sequences", help="sample bursty sequences of an experiment config: layout and stats")
+    p.add_argument("config", help="experiment YAML; its `data:` section configures the sequences")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field, e.g. --set data.p_burst=0.6 (repeatable)")
+    p.add_argument("--show", type=int, default=5, metavar="K", help="render K sequences (default 5)")
+    p.add_argument("--stats", type=int, default=1000, metavar="N",
+                   help="measure burstiness, padding and episodes over N sequences (default 1000)")
+    p.set_defaults(func=cmd_sequences)
+
     p = sub.add_parser("verify", help="read every record and check it; non-zero exit naming any damage")
     p.add_argument("store", help="path of the trajectory store")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_verify)
+
+
+def cmd_sequences(args: argparse.Namespace) -> int:
+    from icrl.config import apply_overrides, read_yaml, validate
+    from icrl.data.pipeline import SequenceSource
+    from icrl.data.sequence_stats import render_sequence, sequence_stats
+    from icrl.data.sequences import SequenceConfig
+    from icrl.errors import IcrlError
+
+    if args.show < 0 or args.stats < 1:
+        raise IcrlError(f"--show must be >= 0 and --stats >= 1, got {args.show} and {args.stats}")
+    raw = apply_overrides(read_yaml(args.config), args.overrides)
+    if not isinstance(raw.get("data"), dict):
+        raise IcrlError(f"{args.config}: no `data:` section with the sequence settings")
+    cfg = validate(SequenceConfig, raw["data"], f"{args.config} (data)")
+    source = SequenceSource(cfg)
+    print(f"{source.domain}: {len(source.tasks)} tasks from {len(source.stores)} store(s); "
+          f"E={cfg.episodes} episodes in {cfg.context_steps} steps, mode {cfg.mode}, seed {cfg.seed}")
+    for i in range(args.show):
+        print(render_sequence(source, i))
+    s = sequence_stats(source, args.stats)
+    print(f"over {s.sequences} sequences: {s.episodes_per_sequence:.2f} episodes/sequence, "
+          f"padding {100 * s.padding:.1f}% of steps, {100 * s.cut_episodes:.1f}% of episodes cut to "
+          f"{cfg.window} steps, {s.fallbacks} bursty draws fell back (level had one episode)")
+    print(f"burstiness: measured {s.burstiness:.4f} configured {cfg.p_burst}")
+    return 0
 
 
 def _size(n: float) -> str:
