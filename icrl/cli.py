@@ -16,6 +16,7 @@ from icrl.errors import IcrlError
 COMMAND_MODULES: tuple[str, ...] = (
     "icrl.envs.commands",
     "icrl.data.commands",
+    "icrl.data.nld_commands",
 )
 
 
