@@ -1,0 +1,67 @@
+"""The RGB observation encoder (Procgen): an IMPALA ResNet over 64×64 frames → one d_model vector.
+
+IMPALA (Espeholt et al. 2018), as used by Procgen's baselines: three stacks of
+conv 3×3 → max-pool 3×3 stride 2 → two residual blocks (relu, conv, relu, conv, + skip), which take
+64×64 to 8×8; then relu, flatten, and an MLP to d_model.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from icrl.model.config import ModelConfig
+from icrl.model.layers import conv, dense
+
+SIDE = 64  # Procgen frames are 64×64×3
+
+
+class ResidualBlock(nnx.Module):
+    """x [N, H, W, C] → x + conv(relu(conv(relu(x))))."""
+
+    def __init__(self, channels: int, **kw):
+        self.conv0 = conv(channels, channels, **kw)
+        self.conv1 = conv(channels, channels, **kw)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x + self.conv1(nnx.relu(self.conv0(nnx.relu(x))))
+
+
+class ImpalaStack(nnx.Module):
+    """[N, H, W, C_in] → [N, ceil(H/2), ceil(W/2), C_out]."""
+
+    def __init__(self, in_channels: int, out_channels: int, **kw):
+        self.conv = conv(in_channels, out_channels, **kw)
+        self.blocks = nnx.List([ResidualBlock(out_channels, **kw) for _ in range(2)])
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = nnx.max_pool(self.conv(x), window_shape=(3, 3), strides=(2, 2), padding="SAME")
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class RgbEncoder(nnx.Module):
+    """``rgb`` [..., 64, 64, 3] uint8 → [..., d_model]."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        dims = config.dims()
+        kw = dict(dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype), rngs=rngs)
+        self.dtype = jnp.dtype(config.dtype)
+        channels = (3, *dims.impala_channels)
+        self.stacks = nnx.List([ImpalaStack(channels[i], channels[i + 1], **kw) for i in range(len(channels) - 1)])
+        side = SIDE
+        for _ in dims.impala_channels:
+            side = -(-side // 2)
+        self.hidden = dense(side * side * channels[-1], dims.rgb_hidden, ("enc_in", "enc_hidden"), use_bias=True, **kw)
+        self.out = dense(dims.rgb_hidden, dims.d_model, ("enc_hidden", "embed"), use_bias=True, **kw)
+
+    def __call__(self, obs: dict[str, jax.Array]) -> jax.Array:
+        rgb = obs["rgb"]
+        lead = rgb.shape[:-3]
+        x = rgb.reshape(-1, SIDE, SIDE, 3).astype(self.dtype) / 255.0
+        for stack in self.stacks:
+            x = stack(x)
+        x = nnx.relu(x).reshape(x.shape[0], -1)
+        return self.out(nnx.relu(self.hidden(x))).reshape(*lead, -1)

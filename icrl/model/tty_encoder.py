@@ -1,0 +1,105 @@
+"""The tty observation encoder (NetHack, MiniHack, NLD): one screen → one d_model vector.
+
+The 24×80 terminal is read in four parts, each by its own branch, then fused by an MLP:
+
+- crop: ``crop_size``×``crop_size`` cells of the map centred on the cursor (the agent), through
+  two 3×3 convolutions — the fine local view that navigation depends on;
+- map: rows 1-21, through three stride-2 convolutions (21×80 → 3×10) — a coarse global view;
+- message: row 0, character embeddings flattened — what the game just said;
+- status: rows 22-23, character embeddings flattened — the bottom-line stats.
+
+Cells are embedded as (character embedding ‖ colour embedding); the lines use characters only.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from icrl.model.config import ModelConfig
+from icrl.model.layers import conv, dense, embed
+
+ROWS, COLS = 24, 80
+MAP_ROWS = (1, 22)  # rows [1, 22) of the tty are the map; 0 is the message, 22-23 the status
+MAP_CONVS = 3  # stride-2 convolutions over the map: 21×80 → 11×40 → 6×20 → 3×10
+
+
+def _ceil_halvings(n: int, times: int) -> int:
+    for _ in range(times):
+        n = -(-n // 2)
+    return n
+
+
+def crop_around(grid: jax.Array, rows: jax.Array, cols: jax.Array, size: int) -> jax.Array:
+    """Square crops of ``grid`` [N, H, W] centred on (rows, cols) [N] → [N, size, size].
+
+    Cells outside the grid read as 0 (a value no tty cell holds after NLE's rendering: blank cells
+    are spaces, 32), so the encoder can tell the edge of the world from empty floor.
+    """
+    lo = size // 2
+    padded = jnp.pad(grid, ((0, 0), (lo, size - lo), (lo, size - lo)))
+    # In the padded grid, the crop that starts at (row, col) has the original (row, col) at its
+    # (lo, lo) cell: exactly the crop centred on the cursor.
+    return jax.vmap(lambda g, r, c: jax.lax.dynamic_slice(g, (r, c), (size, size)))(padded, rows, cols)
+
+
+class TtyEncoder(nnx.Module):
+    """tty observation → [..., d_model].
+
+    Inputs (any leading batch axes ``...``): ``tty_chars`` [..., 24, 80] uint8, ``tty_colors``
+    [..., 24, 80] uint8, ``tty_cursor`` [..., 2] (row, col) integer, in tty coordinates.
+    """
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        dims = config.dims()
+        dt, pdt = jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
+        kw = dict(dtype=dt, param_dtype=pdt, rngs=rngs)
+        cd, kd = dims.char_dim, dims.color_dim
+        cc, cm, f = dims.crop_channels, dims.map_channels, dims.tty_features
+        self.crop_size = config.crop_size
+        self.dtype = dt
+        self.chars = embed(256, cd, ("char_vocab", "char_embed"), init=nnx.initializers.normal(1.0), **kw)
+        self.colors = embed(256, kd, ("char_vocab", "char_embed"), init=nnx.initializers.normal(1.0), **kw)
+        self.crop_convs = nnx.List([conv(cd + kd, cc, **kw), conv(cc, cc, **kw)])
+        self.crop_out = dense(config.crop_size**2 * cc, f, ("enc_in", "enc_hidden"), use_bias=True, **kw)
+        self.map_convs = nnx.List([conv(cd + kd if i == 0 else cm, cm, stride=2, **kw) for i in range(MAP_CONVS)])
+        map_cells = _ceil_halvings(MAP_ROWS[1] - MAP_ROWS[0], MAP_CONVS) * _ceil_halvings(COLS, MAP_CONVS)
+        self.map_out = dense(map_cells * cm, f, ("enc_in", "enc_hidden"), use_bias=True, **kw)
+        self.message_out = dense(COLS * cd, f, ("enc_in", "enc_hidden"), use_bias=True, **kw)
+        self.status_out = dense(2 * COLS * cd, f, ("enc_in", "enc_hidden"), use_bias=True, **kw)
+        self.fuse_hidden = dense(4 * f, dims.tty_hidden, ("enc_in", "enc_hidden"), use_bias=True, **kw)
+        self.fuse_out = dense(dims.tty_hidden, dims.d_model, ("enc_hidden", "embed"), use_bias=True, **kw)
+
+    def _cells(self, chars: jax.Array, colors: jax.Array) -> jax.Array:
+        """[N, h, w] uint8 chars and colours → [N, h, w, char_dim + color_dim]."""
+        return jnp.concatenate([self.chars(chars.astype(jnp.int32)), self.colors(colors.astype(jnp.int32))], -1)
+
+    def __call__(self, obs: dict[str, jax.Array]) -> jax.Array:
+        chars, colors, cursor = obs["tty_chars"], obs["tty_colors"], obs["tty_cursor"]
+        lead = chars.shape[:-2]
+        chars = chars.reshape(-1, ROWS, COLS)
+        colors = colors.reshape(-1, ROWS, COLS)
+        cursor = cursor.reshape(-1, 2).astype(jnp.int32)
+        n = chars.shape[0]
+        map_chars, map_colors = chars[:, MAP_ROWS[0] : MAP_ROWS[1]], colors[:, MAP_ROWS[0] : MAP_ROWS[1]]
+
+        # Crop: the cursor sits on the map except on message prompts; clamping keeps the crop on it.
+        rows = jnp.clip(cursor[:, 0] - MAP_ROWS[0], 0, MAP_ROWS[1] - MAP_ROWS[0] - 1)
+        cols = jnp.clip(cursor[:, 1], 0, COLS - 1)
+        k = self.crop_size
+        x = self._cells(crop_around(map_chars, rows, cols, k), crop_around(map_colors, rows, cols, k))
+        for c in self.crop_convs:
+            x = nnx.gelu(c(x))
+        crop = nnx.gelu(self.crop_out(x.reshape(n, -1)))
+
+        x = self._cells(map_chars, map_colors)
+        for c in self.map_convs:
+            x = nnx.gelu(c(x))
+        whole_map = nnx.gelu(self.map_out(x.reshape(n, -1)))
+
+        message = nnx.gelu(self.message_out(self.chars(chars[:, 0].astype(jnp.int32)).reshape(n, -1)))
+        status = nnx.gelu(self.status_out(self.chars(chars[:, MAP_ROWS[1] :].astype(jnp.int32)).reshape(n, -1)))
+
+        h = nnx.gelu(self.fuse_hidden(jnp.concatenate([crop, whole_map, message, status], -1)))
+        return self.fuse_out(h).reshape(*lead, -1)
