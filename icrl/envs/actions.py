@@ -66,3 +66,9 @@ def legal_mask(indices: np.ndarray) -> np.ndarray:
     mask = np.zeros(VOCAB_SIZE, dtype=bool)
     mask[np.asarray(indices, dtype=np.int64)] = True
     return mask
+
+
+def nethack_actions_of(indices: np.ndarray) -> tuple:
+    """The NLE action members (``nle.nethack.ACTIONS``) of unified NetHack indices: the inverse of
+    ``nethack_indices`` for a task's legal actions, e.g. to rebuild its native action tuple."""
+    return tuple(nethack.ACTIONS[int(i)] for i in indices)
