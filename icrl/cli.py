@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "icrl.envs.commands",
     "icrl.data.commands",
     "icrl.data.nld_commands",
+    "icrl.data.collect_commands",
     "icrl.model.commands",
 )
 

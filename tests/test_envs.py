@@ -176,3 +176,23 @@ def test_unknown_task_lists_close_matches():
     assert "MiniHack-MazeWalk-15x15-v0" in str(err.value)
     with pytest.raises(UnknownTaskError, match="procgen:ninja"):
         make_env("procgen:ninjaa")
+
+
+def test_memento_squeaky_board_is_not_a_success():
+    """Memento ends with MiniHack's goal status on its squeaky board (-1) too; only +1 succeeds."""
+    from nle.nethack import CompassDirection
+
+    env = make_env("MiniHack-Memento-Short-F2-v0")
+    ends = []
+    for level in range(6):
+        env.reset(level)
+        rng = np.random.default_rng(level)
+        for _ in range(400):
+            _, reward, term, trunc, info = env.step(int(rng.choice(env.spec.legal_actions)))
+            if term or trunc:
+                ends.append((reward, info["success"]))
+                break
+    env.close()
+    assert all(success == (reward > 0) for reward, success in ends)
+    assert any(reward < 0 for reward, _ in ends), "no random walk ended on the board; the test saw nothing"
+    assert CompassDirection.N in env.native_actions

@@ -49,6 +49,16 @@ class Env(abc.ABC):
     def close(self) -> None:
         """Release the environment's resources."""
 
+    @property
+    def native_actions(self) -> tuple:
+        """NetHack tasks: the task's own NLE action tuple (native index i is unified
+        ``spec.legal_actions[i]``), through any wrapper. Experts act in this action space."""
+        if self.spec.domain != "nethack":
+            raise AttributeError(f"{self.spec.task}: only NetHack tasks have an NLE action tuple")
+        from icrl.envs.actions import nethack_actions_of
+
+        return nethack_actions_of(self.spec.legal_actions)
+
 
 @dataclasses.dataclass
 class VectorStep:

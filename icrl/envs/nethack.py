@@ -67,11 +67,6 @@ class NetHackEnv(Env):
         )
         self._minigrid = getattr(self._nle, "minigrid_env", None)
 
-    @property
-    def native_actions(self) -> tuple:
-        """The task's own NLE action tuple; native index i is unified ``spec.legal_actions[i]``."""
-        return tuple(self._nle.actions)
-
     def reset(self, level: int) -> Obs:
         level = int(level)
         if self._minigrid is not None:
@@ -85,12 +80,13 @@ class NetHackEnv(Env):
     def step(self, action: int) -> tuple[Obs, float, bool, bool, dict[str, Any]]:
         native = self.spec.native_index(action)
         obs, reward, terminated, truncated, info = self._env.step(native)
-        # MiniHack reports reaching the goal as TASK_SUCCESSFUL; NLE's challenge has no such
-        # status, and its only success is ascension.
+        # MiniHack reports the end of a task as TASK_SUCCESSFUL, also where the task is lost
+        # (Memento's squeaky board ends it with reward -1), so success needs a positive reward.
+        # NLE's challenge has no such status; its only success is ascension.
         status = info.get("end_status")
         goal = getattr(self._nle.StepStatus, "TASK_SUCCESSFUL", None)
         success = bool(info.get("is_ascended", False)) or (
-            goal is not None and status is not None and int(status) == int(goal)
+            goal is not None and status is not None and int(status) == int(goal) and reward > 0
         )
         return self._convert(obs), float(reward), bool(terminated), bool(truncated), {"success": success}
 

@@ -1,0 +1,11 @@
+"""Policies that make demonstrations: the MiniHack planning oracle (PPO experts come later).
+
+    from icrl.experts import make_expert, REQUIRED_KEYS
+    expert = make_expert(task, native_actions, rng)   # REQUIRED_KEYS must be in the observations
+    expert.reset(); native_index = expert.act(obs)
+"""
+
+from icrl.experts.minihack_oracle import REQUIRED_KEYS, MiniHackOracle
+from icrl.experts.registry import make_expert
+
+__all__ = ["REQUIRED_KEYS", "MiniHackOracle", "make_expert"]
