@@ -57,24 +57,39 @@ def _number(text: str) -> int | float | None:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of nested ``data`` with every ``key.sub=value`` override set."""
+    """Return a copy of nested ``data`` with every ``key.sub=value`` override set.
+
+    A number in the key indexes a list (``data.sources.0.path=...``).
+    """
     out = _deep_copy(data)
     for text in overrides:
         path, value = parse_override(text)
-        node = out
-        for part in path[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {part!r} is a value, not a section")
-            node = child
-        node[path[-1]] = value
+        node: Any = out
+        for depth, part in enumerate(path):
+            last = depth == len(path) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"override {text!r}: {part!r} is not an index of a list of {len(node)}")
+                key: Any = int(part)
+            elif isinstance(node, dict):
+                key = part
+            else:
+                raise ConfigError(f"override {text!r}: {path[depth - 1]!r} is a value, not a section")
+            if last:
+                node[key] = value
+            else:
+                if isinstance(node, dict) and node.get(key) is None:
+                    node[key] = {}
+                node = node[key]
     return out
 
 
-def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in data.items()}
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -91,3 +91,11 @@ def test_dump_save_round_trip(tmp_path):
     assert out.read_text() == dump_config(cfg)
     assert load_config(Run, out) == cfg
     assert not list(out.parent.glob("*.tmp"))
+
+
+def test_override_indexes_lists():
+    data = {"sources": [{"path": "a"}, {"path": "b"}]}
+    assert apply_overrides(data, ["sources.1.path=c"]) == {"sources": [{"path": "a"}, {"path": "c"}]}
+    assert data["sources"][1]["path"] == "b"  # the input is not modified
+    with pytest.raises(ConfigError, match="not an index"):
+        apply_overrides(data, ["sources.2.path=c"])

@@ -1,0 +1,95 @@
+"""Checkpoints: Orbax ``CheckpointManager`` over ``<run>/checkpoints/<step>/``.
+
+Each checkpoint holds three items:
+
+- ``state``: the ``TrainState`` (step, fp32 params, optimizer state, dropout key), every array
+  written by the processes that hold its shards, restored onto whatever mesh the resumed run has;
+- ``data``: the input iterator's state, one JSON file per process (Grain's Orbax handler), taken
+  when the save starts so the background write cannot see a later position;
+- ``config``: the resolved experiment config (JSON).
+
+Saves are asynchronous (arrays are copied to host, then written in the background while training
+continues) and atomic: Orbax writes into a temporary directory and renames it when every item of
+every process is complete, so a run killed mid-save keeps its previous checkpoints intact and the
+half-written one is never read (and is cleaned up on the next start).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+from icrl.train.state import TrainState
+
+
+class _IteratorSnapshot:
+    """A frozen ``get_state()`` for Grain's handler, which calls it when it writes."""
+
+    def __init__(self, state: bytes):
+        self._state = state
+
+    def get_state(self) -> bytes:
+        return self._state
+
+
+class Checkpointer:
+    """Save and restore training checkpoints of one run directory."""
+
+    def __init__(self, directory: str | Path, *, keep: int, async_save: bool = True):
+        self.directory = Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep,
+            create=True,
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True,
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        """The newest complete checkpoint's step, or None."""
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        """Steps of the complete checkpoints on disk, oldest first."""
+        return sorted(self.manager.all_steps())
+
+    def save(self, step: int, state: TrainState, data_state: bytes, config: dict[str, Any]) -> bool:
+        """Start saving checkpoint ``step`` (returns at once when asynchronous); False if it exists."""
+        if step in self.manager.all_steps():
+            return False
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=grain.checkpoint.CheckpointSave(_IteratorSnapshot(data_state)),
+            config=ocp.args.JsonSave(config),
+        )
+        return self.manager.save(step, args=args, force=True)
+
+    def restore(self, step: int, abstract_state: TrainState, iterator: Any | None = None) -> TrainState:
+        """Checkpoint ``step`` into arrays shaped and sharded like ``abstract_state``
+        (``jax.ShapeDtypeStruct`` leaves with shardings); sets ``iterator`` (if given) to the saved
+        data position."""
+        items = {"state": ocp.args.StandardRestore(abstract_state)}
+        if iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointRestore(iterator)
+        return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+
+    def saved_config(self, step: int) -> dict[str, Any]:
+        """The resolved config stored with checkpoint ``step``."""
+        return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+
+    def wait(self) -> None:
+        """Block until background saves are on disk."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def abstract_with_shardings(abstract: Any, shardings: Any) -> Any:
+    """``jax.ShapeDtypeStruct`` leaves carrying their target shardings (a restore target)."""
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)

@@ -1,0 +1,253 @@
+"""``icrl train``: the training loop, top to bottom.
+
+1. Join the other processes (``jax.distributed``: SLURM, TPU, Open MPI, explicit flags, or none).
+2. Check everything that can be wrong with the input before any compilation: the run directory,
+   the mesh against the devices, the batch against the batch axes, the stores and their domain.
+3. Build the mesh; each process opens the data slice its devices hold (Grain, deterministic).
+4. Abstract state (``jax.eval_shape``) → shardings from the rule table → parameters and optimizer
+   state created already sharded (``jax.jit(init, out_shardings=...)``), or restored from the
+   newest checkpoint with ``--resume`` (state, data position, and a check that the config agrees).
+5. ``jax.jit(train_step, in_shardings, out_shardings, donate_argnums=0)``; each step's batch is the
+   processes' slices assembled into one global array.
+6. Every step: metrics of the previous step are fetched (one step behind, so the host never stalls
+   the devices) and checked: a non-finite loss, gradient or parameter norm stops the run with a
+   diagnostic and exit code 1, without saving, so the newest checkpoint stays the last good one.
+   Every ``log_every`` steps: metrics.jsonl, TensorBoard, W&B, progress line. Every
+   ``checkpoint_every`` steps and at the end: an asynchronous, atomic Orbax checkpoint.
+7. SIGTERM (preemption): all processes finish the same step, save a checkpoint, exit 0.
+
+Exit codes: 0 finished or preempted-and-saved, 1 non-finite loss, 2 bad input (``IcrlError``).
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from icrl.config import save_config
+from icrl.errors import IcrlError
+from icrl.train import distributed
+from icrl.train.config import RESUMABLE_CHANGES, ExperimentConfig, forbidden_changes
+
+EXIT_OK, EXIT_NONFINITE = 0, 1
+
+
+class Preemption:
+    """Has a preemption notice (SIGTERM) arrived? All processes answer alike at the same step.
+
+    One process: a SIGTERM handler sets a flag. Several: JAX's preemption service (started by
+    ``jax.distributed.initialize``) catches the signal on any process and
+    ``reached_preemption_sync_point`` turns True on every process at the same step.
+    """
+
+    def __init__(self, multiprocess: bool):
+        self.multiprocess = multiprocess
+        self.flag = False
+        self._previous = None
+        if not multiprocess and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handler)
+
+    def _handler(self, signum, frame) -> None:
+        self.flag = True
+
+    def reached(self, step: int) -> bool:
+        if self.multiprocess:
+            from jax.experimental import multihost_utils
+
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.flag
+
+    def close(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+
+def _check_run_dir(run: Path, resume: bool) -> None:
+    if resume or not run.exists() or not any(run.iterdir()):
+        return
+    raise IcrlError(f"run directory {run} already exists: pass --resume to continue it, "
+                    f"or choose another name (--set name=...)")
+
+
+def train(cfg: ExperimentConfig, *, resume: bool = False) -> int:
+    """Run (or, with ``resume``, continue) the experiment ``cfg``. Returns the exit code."""
+    # -- 1. processes ---------------------------------------------------------------------------
+    proc = distributed.initialize(cfg.distributed)
+    # From here on a SIGTERM is a preemption notice: the run saves after its next step and exits 0.
+    preemption = Preemption(proc.process_count > 1)
+    try:
+        return _train(cfg, resume, proc, preemption)
+    finally:
+        preemption.close()
+
+
+def _train(cfg: ExperimentConfig, resume: bool, proc: distributed.ProcessInfo, preemption: Preemption) -> int:
+    import jax
+    from jax.experimental import multihost_utils
+
+    from icrl.data.pipeline import SequenceSource
+    from icrl.train.checkpoint import Checkpointer
+    from icrl.train.mesh import build_mesh, check_batch
+    from icrl.train.metrics import check_wandb
+
+    run = cfg.path.absolute()
+    tc = cfg.train
+    if tc.compile_cache:
+        jax.config.update("jax_compilation_cache_dir", str(Path(tc.compile_cache).expanduser()))
+
+    # -- 2. input checks, before anything is compiled or written ---------------------------------
+    _check_run_dir(run, resume)
+    mesh = build_mesh(cfg.mesh)
+    check_batch(cfg.data.batch_size, tc.grad_accum, mesh, cfg.mesh.batch_axes)
+    source = SequenceSource(cfg.data)
+    if source.domain != cfg.model.domain:
+        raise IcrlError(f"data.sources hold {source.domain} episodes but model.domain is {cfg.model.domain!r}")
+    check_wandb(cfg.metrics)
+    if proc.process_count > 1:  # every process has checked the run directory before any writes to it
+        multihost_utils.sync_global_devices("icrl train: checks done")
+    config_dict = cfg.model_dump(mode="json")
+    checkpoints = Checkpointer(run / "checkpoints", keep=tc.keep, async_save=tc.async_checkpoint)
+    try:
+        start = checkpoints.latest_step() if resume else None
+        if start is not None:
+            changed = forbidden_changes(checkpoints.saved_config(start), config_dict)
+            if changed:
+                raise IcrlError(f"--resume: the config differs from checkpoint {start}'s in {', '.join(changed)}; "
+                                f"a resumed run may change only {', '.join(RESUMABLE_CHANGES)}")
+        return _run(cfg, proc, preemption, mesh, source, checkpoints, start, config_dict)
+    finally:
+        checkpoints.close()
+
+
+def _run(cfg: ExperimentConfig, proc: distributed.ProcessInfo, preemption: Preemption, mesh, source,
+         checkpoints, start: int | None, config_dict: dict) -> int:
+    import jax
+    import numpy as np
+
+    from icrl.data.pipeline import make_loader
+    from icrl.train.checkpoint import abstract_with_shardings
+    from icrl.train.mesh import batch_sharding, data_slice, gathered, global_batch, param_shardings, replicated
+    from icrl.train.metrics import MetricsLogger, Throughput
+    from icrl.train.state import ModelTemplate, init_state, learning_rate, make_optimizer, state_shardings
+    from icrl.train.step import device_batch, make_train_step
+
+    primary = jax.process_index() == 0
+    run = cfg.path.absolute()
+    tc = cfg.train
+
+    # -- 3. data: this process's slice of every global batch -----------------------------------------
+    slice_index, slice_count = data_slice(mesh, cfg.mesh.batch_axes)
+    loader = make_loader(cfg.data, process_index=slice_index, process_count=slice_count, source=source)
+    iterator = iter(loader)
+    batch_sh = batch_sharding(mesh, cfg.mesh.batch_axes)
+
+    # -- 4. state: abstract → shardings → created sharded, or restored ------------------------------
+    template = ModelTemplate(cfg.model)
+    tx = make_optimizer(tc)
+    schedule = learning_rate(tc)
+    init = functools.partial(init_state, template, tx)
+    seed = np.int32(cfg.seed)
+    abstract = jax.eval_shape(init, seed)
+    params_sh, notes = param_shardings(template.abstract_params, cfg.mesh.rules, mesh)
+    shardings = state_shardings(abstract, params_sh, tx, replicated(mesh))
+    if start is not None:
+        state = checkpoints.restore(start, abstract_with_shardings(abstract, shardings), iterator)
+    else:
+        state = jax.jit(init, out_shardings=shardings)(seed)
+        start = 0
+    if primary:
+        save_config(cfg, run / "config.yaml")
+
+    # -- 5. the jitted step ---------------------------------------------------------------------------
+    step_fn = jax.jit(
+        make_train_step(template, tx, schedule, tc.grad_accum, micro_sharding=batch_sh,
+                        compute_shardings=gathered(params_sh)),
+        in_shardings=(shardings, batch_sh),
+        out_shardings=(shardings, replicated(mesh)),
+        donate_argnums=0,
+    )
+
+    logger = MetricsLogger(run, cfg.metrics, enabled=primary, start_step=start, total_steps=tc.steps,
+                           run_name=cfg.name, config=config_dict)
+    devices = "x".join(f"{a}={n}" for a, n in mesh.shape.items())
+    logger.message(f"icrl train {cfg.name}: {proc.process_count} process(es) ({proc.how}), {jax.device_count()} "
+                   f"{jax.devices()[0].platform} devices, mesh {devices}; "
+                   f"{'resuming at step ' + str(start) if start else 'starting'} → step {tc.steps}; run dir {run}")
+    if notes:
+        logger.message(f"sharding: {len(notes)} parameter dimensions replicated instead "
+                       f"(first: {notes[0]})")
+    logger.event(start, "resume" if start else "start", processes=proc.process_count,
+                 devices=jax.device_count(), mesh=dict(mesh.shape))
+
+    # -- 6./7. the loop -----------------------------------------------------------------------------
+    tokens_per_step = cfg.data.batch_size * cfg.data.context_steps * cfg.model.tokens_per_step
+    throughput = Throughput(tokens_per_step)
+    pending: tuple[int, Any, int] | None = None
+    last_saved = start
+    step = start
+
+    def finish(entry: tuple[int, Any, int]) -> bool:
+        """Fetch and check one step's metrics, log them; False if they are not finite."""
+        s, device_metrics, first = entry
+        m = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+        if not all(np.isfinite(m[k]) for k in ("loss", "grad_norm", "param_norm")):
+            logger.message(
+                f"non-finite training at step {s}: loss={m['loss']}, grad_norm={m['grad_norm']}, "
+                f"param_norm={m['param_norm']}, lr={m['lr']:.3g}; the batch holds sequences from index {first} "
+                f"(data.seed={cfg.data.seed}). Stopped without saving; "
+                + (f"the last good checkpoint is step {last_saved} in {run / 'checkpoints'}"
+                   if checkpoints.all_steps() else "no checkpoint had been saved yet"))
+            logger.event(s, "nonfinite", **m, first_sequence=first, last_good_checkpoint=last_saved)
+            return False
+        first_step = s == start + 1  # its time is mostly compilation: no rates
+        if not first_step:
+            throughput.add()
+        if s % tc.log_every == 0 or s == tc.steps or first_step:
+            tokens_per_s, seconds_per_step = (None, None) if first_step else throughput.rates()
+            logger.log(s, {**m, "tokens_per_s": tokens_per_s, "seconds_per_step": seconds_per_step,
+                           "first_sequence": first})
+            logger.progress(s, m["loss"], tokens_per_s, seconds_per_step)
+        return True
+
+    code = EXIT_OK
+    started = time.perf_counter()
+    if start >= tc.steps:
+        logger.message(f"checkpoint {start} already reaches train.steps={tc.steps}: nothing to do")
+    try:
+        while step < tc.steps:
+            local = next(iterator)
+            batch = global_batch(device_batch(local), batch_sh, cfg.data.batch_size)
+            state, metrics = step_fn(state, batch)
+            step += 1
+            if pending is not None and not finish(pending):
+                code = EXIT_NONFINITE
+                break
+            pending = (step, metrics, int(np.asarray(local["index"]).reshape(-1)[0]))
+            if step == start + 1:  # the first step includes compilation: time from its end
+                jax.block_until_ready(metrics)
+                throughput.mark()
+            preempted = preemption.reached(step)
+            if step % tc.checkpoint_every == 0 or step == tc.steps or preempted:
+                entry, pending = pending, None
+                if not finish(entry):
+                    code = EXIT_NONFINITE
+                    break
+                checkpoints.save(step, state, iterator.get_state(), config_dict)
+                last_saved = step
+            if preempted:
+                logger.message(f"preemption notice: saved checkpoint {step}; exiting (resume with --resume)")
+                logger.event(step, "preempted")
+                break
+        else:
+            if pending is not None and not finish(pending):
+                code = EXIT_NONFINITE
+        if code == EXIT_OK and step >= tc.steps:
+            logger.event(step, "done", seconds=round(time.perf_counter() - started, 3))
+    finally:
+        logger.close()
+    return code
