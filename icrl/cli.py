@@ -19,6 +19,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "icrl.data.nld_commands",
     "icrl.data.collect_commands",
     "icrl.model.commands",
+    "icrl.train.commands",
+    "icrl.eval.commands",
 )
 
 

@@ -1,0 +1,139 @@
+"""``icrl eval RUN_DIR ...`` (few-shot evaluation with baselines) and ``icrl report RUN_DIR ...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+METHODS = ("icl", "hashmap", "random", "expert", "finetune")
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
+    return values
+
+
+def _names(text: str) -> list[str]:
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = sorted(set(names) - set(METHODS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {unknown}; methods: {', '.join(METHODS)}")
+    return names
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("eval", help="few-shot evaluation of a trained run, with baselines")
+    p.add_argument("run", help="run directory of `icrl train`")
+    p.add_argument("--demos", required=True, help="trajectory store with the held-out demos")
+    p.add_argument("--suite", default="minihack", help="task suite (default minihack)")
+    p.add_argument("--split", default="heldout", help="split of the suite (default heldout)")
+    p.add_argument("--tasks", nargs="+", help="tasks to evaluate instead of the split's (any registered task)")
+    p.add_argument("--shots", type=_ints, default=[0, 1, 3, 5, 7], help="k values, e.g. 0,1,3,5,7")
+    p.add_argument("--levels", type=int, default=20, help="levels per task (default 20)")
+    p.add_argument("--episodes", type=int, default=5, help="rollouts per level and k (default 5)")
+    p.add_argument("--sticky", type=float, default=0.2, help="sticky-action probability (default 0.2)")
+    p.add_argument("--max-steps", type=int, help="step limit per episode (default: the env's)")
+    p.add_argument("--methods", type=_names, default=list(METHODS), help=f"subset of {','.join(METHODS)}")
+    p.add_argument("--bc0", metavar="RUN", help="single-trajectory run (data.mode=single): BC-0 at k=0")
+    p.add_argument("--bc1", metavar="RUN", help="single-trajectory run: BC-1 at k=1 (default: --bc0's run)")
+    p.add_argument("--finetune-steps", type=int, default=20, help="gradient steps of the fine-tuning baseline")
+    p.add_argument("--finetune-lr", type=float, default=1e-4, help="learning rate of the fine-tuning baseline")
+    p.add_argument("--greedy", action="store_true", help="arg-max actions instead of sampling")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    p.set_defaults(func=cmd_eval)
+
+    p = subparsers.add_parser("report", help="compare the evaluations of several runs side by side")
+    p.add_argument("runs", nargs="+", help="run directories with eval/results.json")
+    p.add_argument("--method", default="icl", help="method to compare (default icl)")
+    p.add_argument("--out", help="also write the table to this markdown file")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from icrl.data.store import TrajectoryStore
+    from icrl.envs.suite import load_suite
+    from icrl.errors import IcrlError
+    from icrl.eval.evaluate import EvalConfig, Method, evaluate
+    from icrl.eval.outputs import write_outputs
+    from icrl.eval.policies import ExpertPolicy, HashmapPolicy, RandomPolicy
+
+    run = Path(args.run)
+    for name, value in (("--levels", args.levels), ("--episodes", args.episodes)):
+        if value < 1:
+            raise IcrlError(f"{name} must be >= 1, got {value}")
+    cfg = EvalConfig(suite=args.suite, split=args.split, tasks=args.tasks, demos=args.demos, shots=args.shots,
+                     levels=args.levels, episodes=args.episodes, sticky=args.sticky,
+                     max_steps=args.max_steps, seed=args.seed)
+    tasks = args.tasks or load_suite(args.suite).tasks(args.split)
+    demo_store = TrajectoryStore(args.demos)
+
+    methods: dict[str, Method] = {}
+    wants = set(args.methods)
+    if wants & {"icl", "finetune"}:
+        from icrl.eval.load import load_trained
+        from icrl.eval.model_policy import ModelPolicy
+        from icrl.model.decoding import Decoder
+
+        model, exp, step = load_trained(run, args.step)
+        print(f"model: {run} step {step} ({exp.model.preset} preset, {exp.model.domain})")
+        if "icl" in wants:
+            methods["icl"] = Method(ModelPolicy(Decoder(model), exp.model, "icl", greedy=args.greedy))
+        if "finetune" in wants:
+            from icrl.eval.finetune import FinetunePolicy
+
+            methods["finetune"] = Method(FinetunePolicy(model, exp.model, steps=args.finetune_steps,
+                                                        learning_rate=args.finetune_lr, greedy=args.greedy))
+    for label, bc_run, k in (("bc0", args.bc0, 0), ("bc1", args.bc1 or args.bc0, 1)):
+        if bc_run:
+            from icrl.eval.load import load_trained
+            from icrl.eval.model_policy import ModelPolicy
+            from icrl.model.decoding import Decoder
+
+            bc_model, bc_exp, _ = load_trained(bc_run)
+            if bc_exp.data.mode != "single":
+                raise IcrlError(f"--{label} {bc_run}: trained with data.mode={bc_exp.data.mode!r}, "
+                                "BC baselines are single-trajectory runs (data.mode=single)")
+            methods[label] = Method(ModelPolicy(Decoder(bc_model), bc_exp.model, label, greedy=args.greedy),
+                                    shots=[k])
+    if "hashmap" in wants:
+        methods["hashmap"] = Method(HashmapPolicy(), shots=[k for k in cfg.shots if k > 0])
+    if "random" in wants:
+        methods["random"] = Method(RandomPolicy(), shots=[0])
+    if "expert" in wants:
+        methods["expert"] = Method(ExpertPolicy(), shots=[0])
+
+    def progress(task, level, k, name, rows):
+        mean = sum(r["return"] for r in rows) / len(rows)
+        print(f"  {task} level {level} k={k} {name:9s} return {mean:+.2f}", flush=True)
+
+    rows = evaluate(cfg, tasks, methods, demo_store, on_level=progress)
+    report = write_outputs(rows, run, cfg)
+    print(report)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from icrl.errors import IcrlError
+    from icrl.eval.outputs import compare_runs
+
+    results = {}
+    for run in args.runs:
+        path = Path(run) / "eval" / "results.json"
+        if not path.is_file():
+            raise IcrlError(f"{run}: no eval/results.json (run `icrl eval {run} ...` first)")
+        try:
+            results[run] = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise IcrlError(f"{path}: not valid JSON ({err})") from None
+    table = compare_runs(results, args.method)
+    print(table)
+    if args.out:
+        Path(args.out).write_text(table + "\n")
+    return 0
