@@ -9,7 +9,7 @@ UV := $(PYTHON) -m uv
 endif
 PYTEST_ARGS ?= -n 2
 
-.PHONY: setup test envs-check lock clean
+.PHONY: setup test envs-check lock clean quickstart
 
 setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv>=0.5"
@@ -17,6 +17,22 @@ setup:
 
 test: setup
 	$(UV) run pytest $(PYTEST_ARGS)
+
+# The quickstart: oracle data for 6 MiniHack train tasks, an NLD-format sample converted into a store,
+# the 1M preset trained on bursty sequences, then few-shot evaluation on 2 held-out tasks with the
+# baselines. Every step resumes or skips what an earlier run made; outputs go to runs/quickstart/.
+QS := data/quickstart
+QS_EVAL_TASKS := MiniHack-MazeWalk-15x15-v0 MiniHack-Labyrinth-Small-v0
+
+quickstart: setup
+	$(UV) run icrl collect --recipe datasets/quickstart-train.yaml
+	$(UV) run icrl collect --recipe datasets/quickstart-demos.yaml
+	test -f $(QS)/nld-aa/seeds.json || $(UV) run icrl nld sample --out $(QS)/nld-aa --games 6
+	test -f $(QS)/nld.db || $(UV) run icrl nld index --aa $(QS)/nld-aa --db $(QS)/nld.db
+	$(UV) run icrl nld convert --db $(QS)/nld.db --dataset nld-aa --out $(QS)/nld-store --segment-length 64 --quiet
+	$(UV) run icrl train experiments/quickstart.yaml --resume
+	$(UV) run icrl eval runs/quickstart --demos $(QS)/minihack-heldout-demos --tasks $(QS_EVAL_TASKS) \
+		--shots 0,1,2 --levels 8 --episodes 5 --sticky 0.2 --max-steps 128
 
 envs-check: setup
 	$(UV) run icrl envs check

@@ -6,10 +6,11 @@ tiled to the N rollouts, which then decode one step at a time: observation token
 rollout's steps so far) with a full forward pass; both give the same actions for the same seeds,
 which the tests check, and ``benchmarks/eval_throughput.py`` measures the difference.
 
-Context budget: the demos and a rollout share ``max_tokens`` (the model's). Demos are kept whole
-while they fit in half the budget; otherwise each is cut to its first ``window`` steps so the k
-demos fill that half. A rollout stops (truncated) when the budget is spent. ``context_steps`` in
-the records says how many demo steps the model saw.
+Context budget: the demos and a rollout share ``max_tokens`` (the model's): the demos get the first
+half (kept whole while they fit, else each cut to its first ``window`` steps so the k demos fill
+it) and a rollout the second half, whatever k is. A fixed rollout limit matters: with a limit that
+grew as the demos shrank, fewer demos would mean longer rollouts and more per-step penalties, a
+difference in return that has nothing to do with learning from the demos.
 """
 
 from __future__ import annotations
@@ -73,8 +74,9 @@ class ModelPolicy(Policy):
 
     @property
     def max_rollout_steps(self) -> int:
-        """Steps a rollout may take before the context budget is spent."""
-        return self.max_tokens // self.tokens_per_step - self.context_steps
+        """Steps a rollout may take: the second half of the context budget, for every k."""
+        budget = self.max_tokens // self.tokens_per_step
+        return budget - budget // 2
 
     def start(self, spec, demos, num_envs, rng):
         self.n = num_envs

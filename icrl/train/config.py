@@ -26,7 +26,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from icrl.config import ConfigBase, apply_overrides, read_yaml, validate
+from icrl.config import ConfigBase, load_config
 from icrl.data.sequences import SequenceConfig
 from icrl.model.axes import LOGICAL_AXES
 from icrl.model.config import ModelConfig
@@ -224,9 +224,7 @@ RESUMABLE_CHANGES: tuple[str, ...] = (
 
 def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
     """Read an experiment YAML plus ``key.sub=value`` overrides; ConfigError names file, key, value."""
-    data = apply_overrides(read_yaml(path), list(overrides))
-    source = str(path) + (" (with --set " + " ".join(overrides) + ")" if overrides else "")
-    return validate(ExperimentConfig, data, source)
+    return load_config(ExperimentConfig, path, overrides)
 
 
 def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
