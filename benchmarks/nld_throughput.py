@@ -127,6 +127,8 @@ def main() -> None:
                         help="copies of the sample for the largest peak-RSS conversion (default 4)")
     parser.add_argument("--writers", type=int, default=1, help="compressing writer threads (default 1)")
     parser.add_argument("--segment-length", type=int, default=256)
+    parser.add_argument("--compression", default="zlib1", choices=("zlib1", "zlib", "lzma"),
+                        help="codec of the timed conversion (default zlib1, as `icrl nld convert`)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="nld-bench-"))
@@ -144,6 +146,7 @@ def main() -> None:
         bz2_bytes = sum(g.nbytes for g in sel.games)
         kwargs = dict(segment_length=args.segment_length, batch_size=args.batch_size, seq_length=args.seq_length,
                       threads=args.threads, writers=args.writers)
+        timed = dict(kwargs, compression=args.compression)
         print(f"cpus: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}; {len(sel.games)} games; "
               f"batch {args.batch_size} x {args.seq_length} frames, {args.threads} threads, {args.writers} writers, "
               f"segments of {args.segment_length}")
@@ -152,26 +155,27 @@ def main() -> None:
         for _ in range(args.repeats):
             frames, s = raw_pass(db, args.batch_size, args.seq_length, args.threads)
             raw_fps.append(frames / s)
-            n, s = convert_pass(db, work / "store", **kwargs)
+            n, s = convert_pass(db, work / "store", **timed)
             assert n == frames, (n, frames)
             conv_fps.append(n / s)
         raw, conv = statistics.median(raw_fps), statistics.median(conv_fps)
         print(f"frames: {frames:,}")
         print(f"raw TtyrecDataset : {raw:10,.0f} frames/s  (passes: {', '.join(f'{x:,.0f}' for x in raw_fps)})")
-        print(f"nld convert (zlib): {conv:10,.0f} frames/s  (passes: {', '.join(f'{x:,.0f}' for x in conv_fps)})")
+        print(f"nld convert ({args.compression}): {conv:10,.0f} frames/s  (passes: {', '.join(f'{x:,.0f}' for x in conv_fps)})")
         print(f"ratio convert/raw : {conv / raw:.2f}  (goal >= 0.8)")
         print(f"  of which encoding: the store's encode_episode alone runs at "
+              f"{encode_rate(work / 'store', 'zlib1'):,.0f} frames/s (zlib1), "
               f"{encode_rate(work / 'store', 'zlib'):,.0f} frames/s (zlib), "
               f"{encode_rate(work / 'store', 'lzma'):,.0f} frames/s (lzma) on one core")
         n, s = convert_pass(db, work / "store-verify", full_bz2=True, **kwargs)
         print(f"nld convert --verify-bz2: {n / s:,.0f} frames/s ({n / s / raw:.2f} of raw)")
 
         print(f"ttyrec.bz2        : {bz2_bytes / frames:7.1f} B/frame ({bz2_bytes:,} B)")
-        for compression in ("zlib", "lzma"):
+        for compression in ("zlib1", "zlib", "lzma"):
             store = work / f"store-{compression}"
             convert_pass(db, store, compression=compression, **kwargs)
             nbytes = disk_bytes(store)
-            print(f"store ({compression:4s})      : {nbytes / frames:7.1f} B/frame ({nbytes:,} B; "
+            print(f"store ({compression:5s})     : {nbytes / frames:7.1f} B/frame ({nbytes:,} B; "
                   f"{nbytes / bz2_bytes:.2f}x the bz2)")
 
         # A larger data set for the memory check: the sample's run directories, copied --replicate

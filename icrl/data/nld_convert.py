@@ -132,14 +132,14 @@ def _put(q: queue.Queue, item: Episode, writers: list[_Writer]) -> None:
 
 
 def convert(selection: Selection, store_path: str | Path, *, segment_length: int = 256, batch_size: int = 8,
-            seq_length: int = 1024, threads: int = 2, writers: int = 1, compression: str = "zlib",
+            seq_length: int = 1024, threads: int = 2, writers: int = 1, compression: str = "zlib1",
             fsync: bool = False, full_bz2: bool = False,
             progress: Callable[[ConvertReport, int], None] | None = None) -> ConvertReport:
     """Convert the selected games into the store at ``store_path`` (created if missing).
 
     ``segment_length`` frames per episode; ``batch_size`` games decoded at once (rows of
     TtyrecDataset) by ``threads`` threads; ``seq_length`` frames per row per batch; ``writers``
-    threads compress and append (``compression`` zlib or lzma, see icrl.data.codec); ``fsync``
+    threads compress and append (``compression`` zlib1, zlib or lzma, see icrl.data.codec); ``fsync``
     makes each append survive a power cut, not only a crash; ``full_bz2`` checks bzip2 CRCs of every
     file before decoding. ``progress(report, games_total)`` is called after each batch.
     """
