@@ -15,6 +15,8 @@ COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --locked --no-install-project --extra cuda --no-dev
 COPY icrl ./icrl
 COPY envs ./envs
+COPY experiments ./experiments
+COPY datasets ./datasets
 RUN uv sync --locked --extra cuda --no-dev
 
 ENTRYPOINT ["uv", "run", "--no-sync", "icrl"]
