@@ -37,6 +37,7 @@ def plot_return_vs_k(rows: list[dict], out_dir: str | Path, icl_method: str = "i
                 continue
             ax.plot(ks, mean, label=m, **style)
             ax.fill_between(ks, mean - half, mean + half, alpha=0.15)
+        ax.set_xticks(sorted({r["k"] for r in task_rows}))  # k is a count of demos
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("demos in context (k)")
         ax.set_ylabel("episode return")
