@@ -34,14 +34,14 @@ class FinetunePolicy(Policy):
         self.decoder = Decoder(model)
         self.inner = ModelPolicy(self.decoder, model_config, name=name, greedy=greedy)
         self.tx = optax.adam(learning_rate)
-        self.max_steps = model_config.max_tokens // (3 if model_config.reward_tokens else 2)
         self._update = jax.jit(functools.partial(_finetune, self.template, self.tx, steps))
 
     def start(self, spec, demos, num_envs, rng):
         params = self.params
         if demos:
             # Padded to one length so the jitted fine-tuning compiles once for every level.
-            batch = pad_steps(demo_context(demos, self.max_steps // 2), self.max_steps // 2)
+            steps = self.inner.demo_steps
+            batch = pad_steps(demo_context(demos, steps), steps)
             batch["loss_mask"] = batch["actions"] != PAD_ACTION
             batch["legal_mask"] = spec.legal_mask[None]
             params = self._update(params, jax.tree.map(jnp.asarray, batch))

@@ -20,10 +20,12 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from icrl.data.episode import Episode
 from icrl.envs.actions import PAD_ACTION
 from icrl.eval.policies import Policy
+from icrl.model.cache import tile
 
 
 def demo_context(demos: Sequence[Episode], max_steps: int) -> dict | None:
@@ -68,34 +70,33 @@ class ModelPolicy(Policy):
     def __init__(self, decoder, model_config, name: str = "icl", *, use_cache: bool = True,
                  greedy: bool = False, temperature: float = 1.0):
         self.decoder, self.name = decoder, name
-        self.tokens_per_step = 3 if model_config.reward_tokens else 2
+        self.tokens_per_step = model_config.tokens_per_step
         self.max_tokens = model_config.max_tokens
         self.use_cache, self.greedy, self.temperature = use_cache, greedy, temperature
 
     @property
+    def demo_steps(self) -> int:
+        """Steps the demos may fill: the first half of the context budget."""
+        return self.max_tokens // self.tokens_per_step // 2
+
+    @property
     def max_rollout_steps(self) -> int:
         """Steps a rollout may take: the second half of the context budget, for every k."""
-        budget = self.max_tokens // self.tokens_per_step
-        return budget - budget // 2
+        return self.max_tokens // self.tokens_per_step - self.demo_steps
 
     def start(self, spec, demos, num_envs, rng):
         self.n = num_envs
         self.key = jax.random.PRNGKey(int(rng.integers(1 << 31)))
         self.legal = jnp.asarray(np.broadcast_to(spec.legal_mask, (num_envs, spec.legal_mask.shape[0])))
-        budget = self.max_tokens // self.tokens_per_step
-        self.context = demo_context(demos, budget // 2)
+        self.context = demo_context(demos, self.demo_steps)
         self.context_steps = 0 if self.context is None else int(self.context["actions"].shape[1])
         self.t = np.zeros(num_envs, np.int32)
         self.step_limit = self.max_rollout_steps
         if self.use_cache:
-            from flax import nnx
-
-            from icrl.model.cache import tile
-
             if self.context is None:
                 cache = nnx.merge(self.decoder.graphdef, self.decoder.state).init_cache(1, self.max_tokens)
             else:
-                padded = pad_steps(self.context, budget // 2)
+                padded = pad_steps(self.context, self.demo_steps)
                 _, cache = self.decoder.prefill(padded, self.max_tokens, jnp.array([self.context_steps]))
             self.cache = tile(cache, num_envs)
         else:
