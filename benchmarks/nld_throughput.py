@@ -41,6 +41,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from icrl.data.codec import COMPRESSIONS  # noqa: E402
 from icrl.data.nld_convert import convert  # noqa: E402
 from icrl.data.nld_index import build_index  # noqa: E402
 from icrl.data.nld_sample import write_sample  # noqa: E402
@@ -127,8 +128,8 @@ def main() -> None:
                         help="copies of the sample for the largest peak-RSS conversion (default 4)")
     parser.add_argument("--writers", type=int, default=1, help="compressing writer threads (default 1)")
     parser.add_argument("--segment-length", type=int, default=256)
-    parser.add_argument("--compression", default="zlib1", choices=("zlib1", "zlib", "lzma"),
-                        help="codec of the timed conversion (default zlib1, as `icrl nld convert`)")
+    parser.add_argument("--compression", default="zstd", choices=sorted(COMPRESSIONS),
+                        help="codec of the timed conversion (default zstd, as `icrl nld convert`)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="nld-bench-"))
@@ -163,15 +164,13 @@ def main() -> None:
         print(f"raw TtyrecDataset : {raw:10,.0f} frames/s  (passes: {', '.join(f'{x:,.0f}' for x in raw_fps)})")
         print(f"nld convert ({args.compression}): {conv:10,.0f} frames/s  (passes: {', '.join(f'{x:,.0f}' for x in conv_fps)})")
         print(f"ratio convert/raw : {conv / raw:.2f}  (goal >= 0.8)")
-        print(f"  of which encoding: the store's encode_episode alone runs at "
-              f"{encode_rate(work / 'store', 'zlib1'):,.0f} frames/s (zlib1), "
-              f"{encode_rate(work / 'store', 'zlib'):,.0f} frames/s (zlib), "
-              f"{encode_rate(work / 'store', 'lzma'):,.0f} frames/s (lzma) on one core")
+        rates = ", ".join(f"{encode_rate(work / 'store', c):,.0f} ({c})" for c in sorted(COMPRESSIONS))
+        print(f"  of which encoding: the store's encode_episode alone, frames/s on one core: {rates}")
         n, s = convert_pass(db, work / "store-verify", full_bz2=True, **kwargs)
         print(f"nld convert --verify-bz2: {n / s:,.0f} frames/s ({n / s / raw:.2f} of raw)")
 
         print(f"ttyrec.bz2        : {bz2_bytes / frames:7.1f} B/frame ({bz2_bytes:,} B)")
-        for compression in ("zlib1", "zlib", "lzma"):
+        for compression in sorted(COMPRESSIONS):
             store = work / f"store-{compression}"
             convert_pass(db, store, compression=compression, **kwargs)
             nbytes = disk_bytes(store)

@@ -56,7 +56,7 @@ def _store_keys(path: Path) -> list[tuple[str, int, int]]:
 # --------------------------------------------------------------------------------- round trip
 
 
-@pytest.mark.parametrize("compression", ["lzma", "zlib", "zlib1"])
+@pytest.mark.parametrize("compression", ["lzma", "zlib", "zlib1", "zstd"])
 def test_round_trip_is_field_by_field_equal(tmp_path: Path, compression: str) -> None:
     eps = _episodes()
     store = TrajectoryStore.create(tmp_path / "s")

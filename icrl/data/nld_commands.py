@@ -49,9 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seq-length", type=int, default=1024, help="frames per game per batch (default 1024)")
     p.add_argument("--threads", type=int, default=2, help="TtyrecDataset decoding threads (default 2)")
     p.add_argument("--writers", type=int, default=1, help="compressing writer threads (default 1)")
-    p.add_argument("--compression", default="zlib1", choices=("zlib1", "zlib", "lzma"),
-                   help="episode compression: zlib1 (zlib level 1, fastest, default for bulk ingest), "
-                        "zlib (level 6) or lzma (smallest)")
+    p.add_argument("--compression", default="zstd", choices=("zstd", "zlib1", "zlib", "lzma"),
+                   help="episode compression: zstd (fastest, default for bulk ingest), zlib1 / zlib (zlib "
+                        "level 1 / 6) or lzma (smallest, slowest)")
     p.add_argument("--fsync", action="store_true", help="fdatasync every append (survive power cuts)")
     p.add_argument("--verify-bz2", action="store_true",
                    help="decompress every file first to check bzip2 CRCs (catches damage inside files)")

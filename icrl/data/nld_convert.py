@@ -2,13 +2,16 @@
 
 Pipeline (one process)::
 
-    select_games + preflight ──► TtyrecDataset(batch_size=B games at a time, thread pool)
-        ──► RowCutter per row (copy out of nle's reused buffers, cut segments)
-        ──► bounded queue ──► writer thread: ShardWriter.append (encode + compress)
+    select_games + preflight ──► prefetch thread: TtyrecDataset(batch_size=B games at a time, thread
+        pool), each batch copied out of nle's reused buffers ──► main thread: RowCutter per row (cut
+        segments) ──► bounded queue ──► writer thread: ShardWriter.append (encode + compress)
 
-Decoding (nle's C++ converter, in TtyrecDataset's thread pool) and compression (zlib / lzma, which
-release the GIL) run on different cores. Memory is bounded by B rows of ``seq_length`` frames, B
-segments being filled and the queue: it does not grow with the number of games.
+``TtyrecDataset`` decodes a batch only when asked for the next one, so whatever its consumer does
+between batches leaves the decoding threads idle. The prefetch thread copies each batch (one
+memcpy) and decodes the next while the main thread cuts segments from the copy, so cutting and
+compressing (zstd by default; the codecs release the GIL) overlap decoding. Memory is bounded by
+three batches of B rows × ``seq_length`` frames (nle's buffers, the copy waiting, the copy being
+cut), B segments being filled and the queue: it does not grow with the number of games.
 
 Resuming: a game is done when the store holds all its segments 0..k and segment k is terminated;
 done games are not decoded again. A game cut short by an interruption is decoded again and its
@@ -119,6 +122,50 @@ class _Writer(threading.Thread):
                 pass
 
 
+class _Prefetch(threading.Thread):
+    """Iterates a TtyrecDataset and queues a copy of each batch (nle reuses its buffers in place),
+    so the next batch decodes while the consumer works on this one. Iterate it from one thread;
+    ``stop()`` ends it early. An exception of the dataset is re-raised by the iterator."""
+
+    _END = object()
+
+    def __init__(self, dataset, keys: tuple[str, ...]):
+        super().__init__(name="nld-prefetch", daemon=True)
+        self.dataset, self.keys = dataset, keys
+        self.q: queue.Queue = queue.Queue(maxsize=1)
+        self.stopped = threading.Event()
+
+    def _offer(self, item) -> bool:
+        while not self.stopped.is_set():
+            try:
+                self.q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run(self) -> None:
+        try:
+            for mb in self.dataset:
+                if not self._offer({k: mb[k].copy() for k in self.keys if k in mb}):
+                    return
+            self._offer(self._END)
+        except BaseException as err:  # handed to the consumer
+            self._offer(err)
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def __iter__(self):
+        while True:
+            item = self.q.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+
 def _put(q: queue.Queue, item: Episode, writers: list[_Writer]) -> None:
     while True:
         for w in writers:
@@ -132,14 +179,14 @@ def _put(q: queue.Queue, item: Episode, writers: list[_Writer]) -> None:
 
 
 def convert(selection: Selection, store_path: str | Path, *, segment_length: int = 256, batch_size: int = 8,
-            seq_length: int = 1024, threads: int = 2, writers: int = 1, compression: str = "zlib1",
+            seq_length: int = 1024, threads: int = 2, writers: int = 1, compression: str = "zstd",
             fsync: bool = False, full_bz2: bool = False,
             progress: Callable[[ConvertReport, int], None] | None = None) -> ConvertReport:
     """Convert the selected games into the store at ``store_path`` (created if missing).
 
     ``segment_length`` frames per episode; ``batch_size`` games decoded at once (rows of
     TtyrecDataset) by ``threads`` threads; ``seq_length`` frames per row per batch; ``writers``
-    threads compress and append (``compression`` zlib1, zlib or lzma, see icrl.data.codec); ``fsync``
+    threads compress and append (``compression``: a codec of icrl.data.codec); ``fsync``
     makes each append survive a power cut, not only a crash; ``full_bz2`` checks bzip2 CRCs of every
     file before decoding. ``progress(report, games_total)`` is called after each batch.
     """
@@ -202,8 +249,11 @@ def convert(selection: Selection, store_path: str | Path, *, segment_length: int
             dataset = nld.TtyrecDataset(selection.dataset, batch_size=rows_n, seq_length=seq_length,
                                         dbfilename=str(selection.db), threadpool=pool,
                                         gameids=[g.gameid for g in todo], shuffle=False)
+            prefetch = _Prefetch(dataset, ("gameids", "tty_chars", "tty_colors", "tty_cursor", "keypresses",
+                                           "scores"))
+            prefetch.start()
             try:
-                for mb in dataset:
+                for mb in prefetch:
                     gids = mb["gameids"]
                     cursor = mb["tty_cursor"]
                     if cursor.size and (cursor.min() < 0 or cursor.max() > 255):
@@ -226,6 +276,9 @@ def convert(selection: Selection, store_path: str | Path, *, segment_length: int
             except FileNotFoundError as err:
                 raise IcrlError(f"{err.filename}: ttyrec disappeared during the conversion; "
                                 f"re-run the same command to resume") from None
+            finally:
+                prefetch.stop()
+                prefetch.join()
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
