@@ -20,12 +20,14 @@ from flax import struct
 class KVCache:
     """keys / values: per layer [B, C, H, Dh] (C = capacity in tokens); length [B] int32 valid
     tokens per row; timestep [B] int32 step-in-episode of each row's latest observation token,
-    which the action (and reward) tokens that follow it share."""
+    which the action (and reward) tokens that follow it share; obs [B, d_model] that token's
+    encoded observation, which the action token after it carries (``action_sees_obs``)."""
 
     keys: tuple[jax.Array, ...]
     values: tuple[jax.Array, ...]
     length: jax.Array
     timestep: jax.Array
+    obs: jax.Array
 
     @property
     def batch_size(self) -> int:
@@ -38,7 +40,7 @@ class KVCache:
 
 
 def empty_cache(
-    num_layers: int, batch: int, capacity: int, num_heads: int, head_dim: int, dtype: jnp.dtype
+    num_layers: int, batch: int, capacity: int, num_heads: int, head_dim: int, d_model: int, dtype: jnp.dtype
 ) -> KVCache:
     """A cache of ``batch`` empty rows holding up to ``capacity`` tokens each."""
     shape = (batch, capacity, num_heads, head_dim)
@@ -48,6 +50,7 @@ def empty_cache(
         values=tuple(jnp.zeros(shape, dtype) for _ in range(num_layers)),
         length=jnp.zeros((batch,), jnp.int32),
         timestep=jnp.zeros((batch,), jnp.int32),
+        obs=jnp.zeros((batch, d_model), dtype),
     )
 
 

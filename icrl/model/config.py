@@ -73,6 +73,9 @@ class ModelConfig(ConfigBase):
     max_tokens: int = Field(2048, ge=2, description="longest token sequence (training context, KV-cache capacity)")
     max_timestep: int = Field(1024, ge=1, description="rows of the timestep-in-episode table; later steps share the last row")
     reward_tokens: bool = Field(False, description="add a reward token after each action token (3 tokens per step)")
+    action_sees_obs: bool = Field(
+        False, description="action tokens also carry a learned projection of their step's observation encoding"
+    )
     crop_size: int = Field(12, ge=2, description="side of the tty crop around the cursor")
     char_dim: int | None = Field(None, ge=1, description="tty character embedding width (None: the preset's)")
     color_dim: int | None = Field(None, ge=1, description="tty colour embedding width (None: the preset's)")

@@ -27,12 +27,16 @@ def dense(
     dtype: jnp.dtype,
     param_dtype: jnp.dtype,
     rngs: nnx.Rngs,
+    kernel_init: nnx.Initializer | None = None,
 ) -> nnx.Linear:
-    """A Linear layer whose kernel [in, out] carries ``axes`` and whose bias [out] carries axes[1]."""
+    """A Linear layer whose kernel [in, out] carries ``axes`` and whose bias [out] carries axes[1]
+    (``kernel_init``: None keeps Flax's default)."""
+    extra = {} if kernel_init is None else {"kernel_init": kernel_init}
     return nnx.Linear(
         in_features,
         out_features,
         use_bias=use_bias,
+        **extra,
         dtype=dtype,
         param_dtype=param_dtype,
         kernel_metadata=sharding(*axes),

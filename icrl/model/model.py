@@ -95,12 +95,13 @@ class ICRLModel(nnx.Module):
 
     # -- whole sequences (training, prefill) ------------------------------------------------------
 
-    def _embed_steps(self, batch: Batch) -> tuple[jax.Array, jax.Array]:
-        """Batch of T steps → (token embeddings [B, T·S, d], positions [B, T·S])."""
+    def _embed_steps(self, batch: Batch) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Batch of T steps → (token embeddings [B, T·S, d], positions [B, T·S], encoded obs [B, T, d])."""
         timestep = batch["timestep"]
+        encoded = self.encoder(batch["obs"])
         streams = [
-            self.tokens.observation(self.encoder(batch["obs"]), batch["episode_start"], timestep),
-            self.tokens.action(batch["actions"], timestep),
+            self.tokens.observation(encoded, batch["episode_start"], timestep),
+            self.tokens.action(batch["actions"], timestep, encoded),
         ]
         if self.reward_tokens:
             streams.append(self.tokens.reward(batch["rewards"], timestep))
@@ -109,20 +110,21 @@ class ICRLModel(nnx.Module):
         if n > self.max_tokens:
             raise ValueError(f"{n} tokens exceed max_tokens={self.max_tokens} of the model config")
         positions = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
-        return self.tokens.add_positions(x, positions), positions
+        return self.tokens.add_positions(x, positions), positions, encoded
 
     def _step_logits(self, h: jax.Array, legal_mask: jax.Array | None) -> jax.Array:
         """Final hidden states at observation tokens [B, ..., d] → masked logits [B, ..., V] float32."""
         return mask_logits(self.head(h).astype(jnp.float32), legal_mask)
 
-    def _forward(self, batch: Batch, deterministic: bool | None, return_kv: bool = False) -> tuple[jax.Array, list]:
-        x, positions = self._embed_steps(batch)
+    def _forward(self, batch: Batch, deterministic: bool | None, return_kv: bool = False):
+        """→ (logits [B, T, V], per-layer (keys, values) when return_kv, encoded obs [B, T, d])."""
+        x, positions, encoded = self._embed_steps(batch)
         x = self.dropout(x, deterministic=deterministic)
         h, kv = self.transformer(x, positions, deterministic, return_kv)
         b, n, d = h.shape
         s = self.tokens_per_step
         logits = self._step_logits(h.reshape(b, n // s, s, d)[:, :, 0], batch.get("legal_mask"))
-        return logits, kv
+        return logits, kv, encoded
 
     def __call__(self, batch: Batch, *, deterministic: bool | None = None) -> jax.Array:
         """Batch (see module docstring) → action logits [B, T, VOCAB_SIZE] float32, masked.
@@ -139,7 +141,9 @@ class ICRLModel(nnx.Module):
         dims = self.dims
         if self.learned_positions and capacity > self.max_tokens:
             raise ValueError(f"capacity {capacity} exceeds max_tokens={self.max_tokens} (learned positions)")
-        return empty_cache(dims.num_layers, batch_size, capacity, dims.num_heads, dims.head_dim, self.cache_dtype)
+        return empty_cache(
+            dims.num_layers, batch_size, capacity, dims.num_heads, dims.head_dim, dims.d_model, self.cache_dtype
+        )
 
     def prefill(self, batch: Batch, capacity: int, lengths: jax.Array | None = None) -> tuple[jax.Array, KVCache]:
         """Run a context of T whole steps once and keep its keys and values.
@@ -149,7 +153,7 @@ class ICRLModel(nnx.Module):
         Returns (logits [B, T, V] of the context steps, cache with length = lengths·S tokens).
         Dropout is off.
         """
-        logits, kv = self._forward(batch, deterministic=True, return_kv=True)
+        logits, kv, encoded = self._forward(batch, deterministic=True, return_kv=True)
         b, t = batch["actions"].shape
         n = t * self.tokens_per_step
         if n > capacity:
@@ -158,9 +162,12 @@ class ICRLModel(nnx.Module):
         keys = tuple(c.at[:, :n].set(k.astype(c.dtype)) for c, (k, _) in zip(cache.keys, kv, strict=True))
         values = tuple(c.at[:, :n].set(v.astype(c.dtype)) for c, (_, v) in zip(cache.values, kv, strict=True))
         steps = jnp.full((b,), t, jnp.int32) if lengths is None else jnp.asarray(lengths, jnp.int32)
-        last = jnp.take_along_axis(batch["timestep"], jnp.clip(steps - 1, 0, t - 1)[:, None], axis=1)[:, 0]
+        last_step = jnp.clip(steps - 1, 0, t - 1)[:, None]
+        last = jnp.take_along_axis(batch["timestep"], last_step, axis=1)[:, 0]
+        last_obs = jnp.take_along_axis(encoded, last_step[:, :, None], axis=1)[:, 0]
         cache = cache.replace(
-            keys=keys, values=values, length=steps * self.tokens_per_step, timestep=last.astype(jnp.int32)
+            keys=keys, values=values, length=steps * self.tokens_per_step, timestep=last.astype(jnp.int32),
+            obs=last_obs.astype(cache.obs.dtype),
         )
         return logits, cache
 
@@ -187,7 +194,8 @@ class ICRLModel(nnx.Module):
         encoded = self.encoder({k: v[:, None] for k, v in obs.items()})[:, 0]
         x = self.tokens.observation(encoded[:, None], episode_start[:, None], timestep[:, None])[:, 0]
         h, cache = self._decode(cache, x)
-        return self._step_logits(h, legal_mask), cache.replace(timestep=timestep.astype(jnp.int32))
+        cache = cache.replace(timestep=timestep.astype(jnp.int32), obs=encoded.astype(cache.obs.dtype))
+        return self._step_logits(h, legal_mask), cache
 
     def act(self, cache: KVCache, actions: jax.Array, rewards: jax.Array | None = None) -> KVCache:
         """Append each row's action token (and reward token, when the model has them).
@@ -196,7 +204,7 @@ class ICRLModel(nnx.Module):
         (required with reward tokens, ignored otherwise).
         """
         t = cache.timestep[:, None]
-        _, cache = self._decode(cache, self.tokens.action(actions[:, None], t)[:, 0])
+        _, cache = self._decode(cache, self.tokens.action(actions[:, None], t, cache.obs[:, None])[:, 0])
         if self.reward_tokens:
             if rewards is None:
                 raise ValueError("this model has reward tokens: act() needs rewards")
