@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from flax.nnx.nn.linear import default_kernel_init
 
 from icrl.model.axes import sharding
 
@@ -27,16 +28,14 @@ def dense(
     dtype: jnp.dtype,
     param_dtype: jnp.dtype,
     rngs: nnx.Rngs,
-    kernel_init: nnx.Initializer | None = None,
+    kernel_init: nnx.Initializer = default_kernel_init,
 ) -> nnx.Linear:
-    """A Linear layer whose kernel [in, out] carries ``axes`` and whose bias [out] carries axes[1]
-    (``kernel_init``: None keeps Flax's default)."""
-    extra = {} if kernel_init is None else {"kernel_init": kernel_init}
+    """A Linear layer whose kernel [in, out] carries ``axes`` and whose bias [out] carries axes[1]."""
     return nnx.Linear(
         in_features,
         out_features,
         use_bias=use_bias,
-        **extra,
+        kernel_init=kernel_init,
         dtype=dtype,
         param_dtype=param_dtype,
         kernel_metadata=sharding(*axes),
