@@ -20,7 +20,7 @@ import pytest
 from icrl.cli import main as icrl_main
 from icrl.data.nld_actions import KEYPRESS_TO_ACTION, MAPPED_KEYS, action_keycode, map_keypresses
 from icrl.data.nld_bz2 import full_problem, quick_problem
-from icrl.data.nld_convert import ConvertReport, convert, task_name
+from icrl.data.nld_convert import ConvertReport, convert, split_rows, task_name
 from icrl.data.nld_index import build_index, role_name, scan_nledata
 from icrl.data.nld_sample import SIDECAR, read_sidecar, write_sample
 from icrl.data.nld_segments import GameCutter, RowCutter
@@ -431,6 +431,29 @@ def test_ctrl_c_keeps_finished_segments_and_resumes(converted, db, tmp_path):
     second = convert(select_games(db, "nld-aa"), out, segment_length=SEGMENT, batch_size=2, seq_length=SEQ)
     assert not second.interrupted and second.skips == []
     _assert_same_games(store_games(out), clean)
+
+
+@pytest.mark.parametrize("streams,batch_size", [(1, 2), (3, 3), (2, 5)])
+def test_any_number_of_streams_stores_the_same_episodes(converted, db, tmp_path, streams, batch_size):
+    """Streams share the rows and are cut straight from nle's buffers: however the games are dealt,
+    the store holds the same episodes (the fixture used 2 streams of 1 row each)."""
+    report = convert(select_games(db, "nld-aa"), tmp_path / "s", segment_length=SEGMENT, batch_size=batch_size,
+                     seq_length=SEQ, streams=streams)
+    assert (report.converted, report.skips, report.frames) == (GAMES, [], converted[1].frames)
+    _assert_same_games(store_games(tmp_path / "s"), store_games(converted[0]))
+
+
+def test_split_rows_deals_games_and_never_gives_a_stream_more_rows_than_games():
+    games = list(range(7))
+    assert split_rows(games, 4, 2) == [([0, 2, 4, 6], 2), ([1, 3, 5], 2)]
+    assert split_rows(games, 7, 3) == [([0, 3, 6], 3), ([1, 4], 2), ([2, 5], 2)]
+    assert split_rows(games[:1], 1, 2) == [([0], 1)]  # more streams than rows: one stream per row
+    for n in range(1, 12):
+        for rows in range(1, n + 1):
+            for streams in range(1, 5):
+                parts = split_rows(list(range(n)), rows, streams)
+                assert sum(r for _, r in parts) == rows and sorted(sum((g for g, _ in parts), [])) == list(range(n))
+                assert all(1 <= r <= len(g) for g, r in parts)
 
 
 @pytest.mark.slow

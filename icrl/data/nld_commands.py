@@ -48,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="games decoded at once (default 8)")
     p.add_argument("--seq-length", type=int, default=1024, help="frames per game per batch (default 1024)")
     p.add_argument("--threads", type=int, default=2, help="TtyrecDataset decoding threads (default 2)")
+    p.add_argument("--streams", type=int, default=2,
+                   help="TtyrecDatasets that share the rows and decode in turn, so one decodes while another's "
+                        "batch is cut (default 2)")
     p.add_argument("--writers", type=int, default=1, help="compressing writer threads (default 1)")
     p.add_argument("--compression", default="zstd", choices=("zstd", "zlib1", "zlib", "lzma"),
                    help="episode compression: zstd (fastest, default for bulk ingest), zlib1 / zlib (zlib "
@@ -169,7 +172,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     bar, update = _progress_bar(args.quiet)
     with bar:
         report = convert(selection, args.out, segment_length=args.segment_length, batch_size=args.batch_size,
-                         seq_length=args.seq_length, threads=args.threads, writers=args.writers,
+                         seq_length=args.seq_length, threads=args.threads, streams=args.streams,
+                         writers=args.writers,
                          compression=args.compression, fsync=args.fsync, full_bz2=args.verify_bz2, progress=update)
     for skip in report.skips:
         print(f"skipped: {skip}")

@@ -2,16 +2,17 @@
 
 Pipeline (one process)::
 
-    select_games + preflight ──► prefetch thread: TtyrecDataset(batch_size=B games at a time, thread
-        pool), each batch copied out of nle's reused buffers ──► main thread: RowCutter per row (cut
-        segments) ──► bounded queue ──► writer thread: ShardWriter.append (encode + compress)
+    select_games + preflight ──► S stream threads, each a TtyrecDataset over its share of the games
+        (B/S rows; one shared thread pool decodes) ──► main thread: RowCutter per row cuts segments
+        straight from the stream's buffers, then releases them ──► bounded queue ──► writer
+        thread: ShardWriter.append (encode + compress)
 
-``TtyrecDataset`` decodes a batch only when asked for the next one, so whatever its consumer does
-between batches leaves the decoding threads idle. The prefetch thread copies each batch (one
-memcpy) and decodes the next while the main thread cuts segments from the copy, so cutting and
-compressing (zstd by default; the codecs release the GIL) overlap decoding. Memory is bounded by
-three batches of B rows × ``seq_length`` frames (nle's buffers, the copy waiting, the copy being
-cut), B segments being filled and the queue: it does not grow with the number of games.
+``TtyrecDataset`` decodes a batch only when asked for the next one, into the same buffers, so a
+single dataset leaves the decoding threads idle while its consumer works. With S = 2 streams the
+main thread cuts one stream's batch while the other's decodes, and no batch is ever copied (the
+only copy is into the segments). Compressing (zstd by default; the codecs release the GIL)
+overlaps both. Memory is bounded by nle's buffers (B rows × ``seq_length`` frames over all
+streams), B segments being filled and the queue: it does not grow with the number of games.
 
 Resuming: a game is done when the store holds all its segments 0..k and segment k is terminated;
 done games are not decoded again. A game cut short by an interruption is decoded again and its
@@ -90,23 +91,24 @@ def stored_segments(store, task: str, gameid: int, segment_length: int) -> tuple
 
 
 class _Writer(threading.Thread):
-    """Appends queued episodes to the store with its own ShardWriter until ``finished`` is set and
-    the queue is empty. After an error it keeps draining, so the producer never blocks on it."""
+    """Appends queued episodes to the store with its own ShardWriter until it takes ``STOP`` off
+    the queue (one per writer, queued after the last episode). After an error it keeps draining, so
+    the producer never blocks on it."""
 
-    def __init__(self, store_path: Path, name: str, q: queue.Queue, finished: threading.Event, **writer_kwargs):
+    STOP = object()
+
+    def __init__(self, store_path: Path, name: str, q: queue.Queue, **writer_kwargs):
         super().__init__(name=f"nld-writer-{name}", daemon=True)
-        self.store_path, self.writer_name, self.q, self.finished = store_path, name, q, finished
+        self.store_path, self.writer_name, self.q = store_path, name, q
         self.kwargs = writer_kwargs
         self.written = 0
         self.error: BaseException | None = None
 
     def _items(self):
-        while True:
-            try:
-                yield self.q.get(timeout=0.1)
-            except queue.Empty:
-                if self.finished.is_set():
-                    return
+        # A blocking get, not a polling one: a writer that polled would notice the end up to a
+        # poll interval late, a fixed cost on every conversion.
+        while (item := self.q.get()) is not self.STOP:
+            yield item
 
     def run(self) -> None:
         from icrl.data.store import ShardWriter
@@ -122,68 +124,66 @@ class _Writer(threading.Thread):
                 pass
 
 
-class _Prefetch(threading.Thread):
-    """Iterates a TtyrecDataset and queues a copy of each batch (nle reuses its buffers in place),
-    so the next batch decodes while the consumer works on this one.
+class _Streams:
+    """Iterates several TtyrecDatasets (disjoint sets of games), each in its own thread, and hands
+    their batches to one consumer without copying them.
 
-    Copies go into a fixed set of buffers that cycle (fresh 30 MB arrays per batch cost page faults
-    worth ~1 µs per frame): the consumer hands each batch back with ``release`` once it has cut it.
-    Iterate from one thread; ``stop()`` ends it early. An exception of the dataset is re-raised by
-    the iterator.
+    nle's generator decodes a batch only when asked for the next one and overwrites the same
+    buffers each time, so a single dataset either idles while its consumer works or needs a copy
+    of every batch. With two or more, each stream waits only for the consumer to ``release`` its
+    own batch: while the consumer cuts stream A's batch straight from nle's buffers, stream B's
+    batch decodes in the shared thread pool. Iterate from one thread; ``stop()`` ends the streams
+    early. An exception of a dataset is re-raised by the iterator.
     """
 
     _END = object()
-    BUFFERS = 3  # one being cut, one waiting, one being filled
 
-    def __init__(self, dataset, keys: tuple[str, ...]):
-        super().__init__(name="nld-prefetch", daemon=True)
-        self.dataset, self.keys = dataset, keys
-        self.q: queue.Queue = queue.Queue(maxsize=1)
-        self.free: queue.Queue = queue.Queue()
+    def __init__(self, datasets: list):
+        self.q: queue.Queue = queue.Queue()
         self.stopped = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(ds,), name=f"nld-stream-{i}", daemon=True)
+                        for i, ds in enumerate(datasets)]
+        for t in self.threads:
+            t.start()
 
-    def _wait(self, action: Callable[[], object]) -> tuple[bool, object]:
-        """Retry ``action`` (a put or get with a timeout) until it succeeds or ``stop()``."""
-        while not self.stopped.is_set():
-            try:
-                return True, action()
-            except (queue.Full, queue.Empty):
-                continue
-        return False, None
-
-    def run(self) -> None:
+    def _run(self, dataset) -> None:
         try:
-            made = 0
-            for mb in self.dataset:
-                if made < self.BUFFERS:
-                    buf, made = {k: np.empty_like(mb[k]) for k in self.keys if k in mb}, made + 1
-                else:
-                    ok, buf = self._wait(lambda: self.free.get(timeout=0.1))
-                    if not ok:
+            for mb in dataset:
+                released = threading.Event()
+                self.q.put((dataset, mb, released))
+                while not released.wait(0.1):  # nle may overwrite mb only once it is released
+                    if self.stopped.is_set():
                         return
-                for k, v in buf.items():
-                    np.copyto(v, mb[k])
-                if not self._wait(lambda b=buf: self.q.put(b, timeout=0.1))[0]:
+                if self.stopped.is_set():
                     return
-            self._wait(lambda: self.q.put(self._END, timeout=0.1))
         except BaseException as err:  # handed to the consumer
-            self._wait(lambda: self.q.put(err, timeout=0.1))
-
-    def release(self, batch: dict) -> None:
-        """The consumer is done with ``batch``: its buffers may be filled again."""
-        self.free.put(batch)
+            self.q.put(err)
+        finally:
+            self.q.put(self._END)
 
     def stop(self) -> None:
         self.stopped.set()
+        for t in self.threads:
+            t.join()
 
     def __iter__(self):
-        while True:
+        """Yields (dataset, batch, released): cut ``batch`` of ``dataset``, then ``released.set()``."""
+        ended = 0
+        while ended < len(self.threads):
             item = self.q.get()
             if item is self._END:
-                return
-            if isinstance(item, BaseException):
+                ended += 1
+            elif isinstance(item, BaseException):
                 raise item
-            yield item
+            else:
+                yield item
+
+
+def split_rows(items: list, rows: int, streams: int) -> list[tuple[list, int]]:
+    """Deal ``items`` (games) round-robin to ``streams`` streams with ``rows`` rows between them.
+    → [(items of the stream, its rows)]; a stream never has more rows than games."""
+    streams = max(1, min(streams, rows))
+    return [(items[s::streams], rows // streams + (s < rows % streams)) for s in range(streams)]
 
 
 def _put(q: queue.Queue, item: Episode, writers: list[_Writer]) -> None:
@@ -199,15 +199,16 @@ def _put(q: queue.Queue, item: Episode, writers: list[_Writer]) -> None:
 
 
 def convert(selection: Selection, store_path: str | Path, *, segment_length: int = 256, batch_size: int = 8,
-            seq_length: int = 1024, threads: int = 2, writers: int = 1, compression: str = "zstd",
-            fsync: bool = False, full_bz2: bool = False,
+            seq_length: int = 1024, threads: int = 2, streams: int = 2, writers: int = 1,
+            compression: str = "zstd", fsync: bool = False, full_bz2: bool = False,
             progress: Callable[[ConvertReport, int], None] | None = None) -> ConvertReport:
     """Convert the selected games into the store at ``store_path`` (created if missing).
 
     ``segment_length`` frames per episode; ``batch_size`` games decoded at once (rows of
-    TtyrecDataset) by ``threads`` threads; ``seq_length`` frames per row per batch; ``writers``
-    threads compress and append (``compression``: a codec of icrl.data.codec); ``fsync``
-    makes each append survive a power cut, not only a crash; ``full_bz2`` checks bzip2 CRCs of every
+    TtyrecDataset, dealt to ``streams`` datasets that decode in turn) by ``threads`` threads;
+    ``seq_length`` frames per row per batch; ``writers`` threads compress and append
+    (``compression``: a codec of icrl.data.codec); ``fsync`` makes each append survive a power
+    cut, not only a crash; ``full_bz2`` checks bzip2 CRCs of every
     file before decoding. ``progress(report, games_total)`` is called after each batch.
     """
     import nle.dataset as nld
@@ -215,7 +216,8 @@ def convert(selection: Selection, store_path: str | Path, *, segment_length: int
     from icrl.data.store import TrajectoryStore, create_store
 
     for name, value, low in (("--segment-length", segment_length, 1), ("--batch-size", batch_size, 1),
-                             ("--seq-length", seq_length, 1), ("--threads", threads, 1), ("--writers", writers, 1)):
+                             ("--seq-length", seq_length, 1), ("--threads", threads, 1), ("--streams", streams, 1),
+                             ("--writers", writers, 1)):
         if value < low:
             raise IcrlError(f"{name} must be >= {low}, got {value}")
     store_path = Path(store_path)
@@ -257,23 +259,23 @@ def convert(selection: Selection, store_path: str | Path, *, segment_length: int
         return report
 
     q: queue.Queue = queue.Queue(maxsize=2 * batch_size)  # bounds memory: complete segments
-    finished = threading.Event()
-    pool_writers = [_Writer(store_path, f"nld-{selection.dataset}-{i}", q, finished, compression=compression,
+    pool_writers = [_Writer(store_path, f"nld-{selection.dataset}-{i}", q, compression=compression,
                             fsync=fsync) for i in range(writers)]
     for w in pool_writers:
         w.start()
     rows_n = min(batch_size, len(todo))
-    rows = [RowCutter(make_game, on_done) for _ in range(rows_n)]
     try:
         with ThreadPoolExecutor(threads) as pool:
-            dataset = nld.TtyrecDataset(selection.dataset, batch_size=rows_n, seq_length=seq_length,
-                                        dbfilename=str(selection.db), threadpool=pool,
-                                        gameids=[g.gameid for g in todo], shuffle=False)
-            prefetch = _Prefetch(dataset, ("gameids", "tty_chars", "tty_colors", "tty_cursor", "keypresses",
-                                           "scores"))
-            prefetch.start()
+            datasets, rows = [], {}
+            for games_s, rows_s in split_rows(todo, rows_n, streams):
+                ds = nld.TtyrecDataset(selection.dataset, batch_size=rows_s, seq_length=seq_length,
+                                       dbfilename=str(selection.db), threadpool=pool,
+                                       gameids=[g.gameid for g in games_s], shuffle=False)
+                datasets.append(ds)
+                rows[id(ds)] = [RowCutter(make_game, on_done) for _ in range(rows_s)]
+            batches = _Streams(datasets)
             try:
-                for mb in prefetch:
+                for ds, mb, released in batches:
                     gids = mb["gameids"]
                     cursor = mb["tty_cursor"]
                     if cursor.size and (cursor.min() < 0 or cursor.max() > 255):
@@ -281,29 +283,29 @@ def convert(selection: Selection, store_path: str | Path, *, segment_length: int
                                         f"{cursor.max()}]: not a 24x80 recording")
                     keys = mb.get("keypresses")
                     scores = mb.get("scores")
-                    for b, row in enumerate(rows):
+                    for b, row in enumerate(rows[id(ds)]):
                         episodes = row.feed(gids[b], mb["tty_chars"][b], mb["tty_colors"][b], cursor[b],
                                             None if keys is None else keys[b], None if scores is None else scores[b])
                         for ep in episodes:
                             _put(q, ep, pool_writers)
                     report.frames += int(np.count_nonzero(gids))
-                    prefetch.release(mb)  # the segments hold copies: nothing refers to mb now
+                    released.set()  # the segments hold copies: nothing refers to mb now
                     report.seconds = time.perf_counter() - start
                     if progress is not None:
                         progress(report, len(selection.games))
-                for row in rows:
+                for row in (r for rs in rows.values() for r in rs):
                     for ep in row.close():
                         _put(q, ep, pool_writers)
             except FileNotFoundError as err:
                 raise IcrlError(f"{err.filename}: ttyrec disappeared during the conversion; "
                                 f"re-run the same command to resume") from None
             finally:
-                prefetch.stop()
-                prefetch.join()
+                batches.stop()
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
-        finished.set()  # writers append what is queued (complete segments), then stop
+        for _ in pool_writers:  # writers append what is queued (complete segments), then stop
+            q.put(_Writer.STOP)
         for w in pool_writers:
             w.join()
         report.segments = sum(w.written for w in pool_writers)
