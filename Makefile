@@ -26,13 +26,14 @@ QS_EVAL_TASKS := MiniHack-MazeWalk-15x15-v0 MiniHack-Labyrinth-Small-v0
 
 quickstart: setup
 	$(UV) run icrl collect --recipe datasets/quickstart-train.yaml
+	$(UV) run icrl collect --recipe datasets/quickstart-mazes.yaml
 	$(UV) run icrl collect --recipe datasets/quickstart-demos.yaml
 	test -f $(QS)/nld-aa/seeds.json || $(UV) run icrl nld sample --out $(QS)/nld-aa --games 6
 	test -f $(QS)/nld.db || $(UV) run icrl nld index --aa $(QS)/nld-aa --db $(QS)/nld.db
 	$(UV) run icrl nld convert --db $(QS)/nld.db --dataset nld-aa --out $(QS)/nld-store --segment-length 64 --quiet
 	$(UV) run icrl train experiments/quickstart.yaml --resume
 	$(UV) run icrl eval runs/quickstart --demos $(QS)/minihack-heldout-demos --tasks $(QS_EVAL_TASKS) \
-		--shots 0,1,2 --levels 8 --episodes 5 --sticky 0.2 --max-steps 128
+		--shots 0,1,2 --levels 20 --episodes 5 --sticky 0.2 --max-steps 128 --greedy
 
 envs-check: setup
 	$(UV) run icrl envs check
