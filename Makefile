@@ -1,18 +1,20 @@
 # Two commands for a newcomer: `make setup` (optional) and `make test`.
-# Works on a fresh machine with only Python 3.11 and pip: uv is installed with pip when missing,
-# then the locked environment (uv.lock) is synced into .venv.
+# Works on a fresh machine with only Python 3.11 and pip: uv is installed with pip when missing
+# (into .uv/, a venv of its own, where the system Python refuses pip installs: PEP 668), then the
+# locked environment (uv.lock) is synced into .venv.
 
 PYTHON ?= python3
-UV := $(shell command -v uv 2>/dev/null)
-ifeq ($(UV),)
-UV := $(PYTHON) -m uv
-endif
+# Recursive (=), so recipes that run after the `uv` target see the uv it installed.
+UV = $(or $(shell command -v uv 2>/dev/null),$(wildcard .uv/bin/uv),$(PYTHON) -m uv)
 PYTEST_ARGS ?= -n 2
 
-.PHONY: setup test envs-check lock clean quickstart
+.PHONY: uv setup test envs-check lock clean quickstart
 
-setup:
-	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv>=0.5"
+uv:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv>=0.5" 2>/dev/null || \
+		{ $(PYTHON) -m venv .uv && .uv/bin/pip install --quiet "uv>=0.5"; }
+
+setup: uv
 	$(UV) sync --locked
 
 test: setup
@@ -42,4 +44,4 @@ lock:
 	$(UV) lock
 
 clean:
-	rm -rf .venv .pytest_cache
+	rm -rf .venv .uv .pytest_cache
