@@ -71,9 +71,9 @@ def build(config: ModelConfig, seed: int = 0) -> ICRLModel:
     return nnx.jit(lambda: ICRLModel(config, rngs=nnx.Rngs(params=seed, dropout=seed + 1)))()
 
 
-def make_train_step(model: ICRLModel, learning_rate: float):
-    """(optimizer, step) where step(model, optimizer, batch) → loss runs forward, backward, AdamW."""
-    optimizer = nnx.Optimizer(model, optax.adamw(learning_rate), wrt=nnx.Param)
+def make_train_step(model: ICRLModel, tx: optax.GradientTransformation):
+    """(optimizer, step) where step(model, optimizer, batch) → loss runs forward, backward, ``tx``."""
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
 
     @nnx.jit(donate_argnums=(0, 1))
     def step(model, optimizer, batch):
@@ -94,7 +94,7 @@ def bench_train(name: str, domain: str, dtype: str, batch: int, context: int, it
     data = example_batch(domain, batch, steps, episodes=4)
     data["loss_mask"] = np.ones((batch, steps), bool)
     data = jax.device_put(data)
-    optimizer, step = make_train_step(model, 1e-4)
+    optimizer, step = make_train_step(model, optax.adamw(1e-4))
     t0 = time.perf_counter()
     jax.block_until_ready(step(model, optimizer, data))
     compile_s = time.perf_counter() - t0
@@ -210,16 +210,7 @@ def bench_positions(train_steps: int, batch: int, states: int, max_offset: int, 
         for seed in range(seeds):
             config = preset("1M", positions=kind, **small)
             model = build(config, seed)
-            optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
-
-            @nnx.jit
-            def step(model, optimizer, data):
-                def loss_fn(model):
-                    return action_loss(model(data), data["actions"], data["loss_mask"])
-
-                loss, grads = nnx.value_and_grad(loss_fn)(model)
-                optimizer.update(model, grads)
-                return loss
+            optimizer, step = make_train_step(model, optax.adam(1e-3))
 
             @nnx.jit
             def evaluate(model, data):

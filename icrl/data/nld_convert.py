@@ -141,16 +141,16 @@ class _Streams:
     def __init__(self, datasets: list):
         self.q: queue.Queue = queue.Queue()
         self.stopped = threading.Event()
-        self.threads = [threading.Thread(target=self._run, args=(ds,), name=f"nld-stream-{i}", daemon=True)
+        self.threads = [threading.Thread(target=self._run, args=(i, ds), name=f"nld-stream-{i}", daemon=True)
                         for i, ds in enumerate(datasets)]
         for t in self.threads:
             t.start()
 
-    def _run(self, dataset) -> None:
+    def _run(self, index: int, dataset) -> None:
         try:
             for mb in dataset:
                 released = threading.Event()
-                self.q.put((dataset, mb, released))
+                self.q.put((index, mb, released))
                 while not released.wait(0.1):  # nle may overwrite mb only once it is released
                     if self.stopped.is_set():
                         return
@@ -167,7 +167,7 @@ class _Streams:
             t.join()
 
     def __iter__(self):
-        """Yields (dataset, batch, released): cut ``batch`` of ``dataset``, then ``released.set()``."""
+        """Yields (stream index, batch, released): cut ``batch``, then ``released.set()``."""
         ended = 0
         while ended < len(self.threads):
             item = self.q.get()
@@ -266,16 +266,14 @@ def convert(selection: Selection, store_path: str | Path, *, segment_length: int
     rows_n = min(batch_size, len(todo))
     try:
         with ThreadPoolExecutor(threads) as pool:
-            datasets, rows = [], {}
-            for games_s, rows_s in split_rows(todo, rows_n, streams):
-                ds = nld.TtyrecDataset(selection.dataset, batch_size=rows_s, seq_length=seq_length,
-                                       dbfilename=str(selection.db), threadpool=pool,
-                                       gameids=[g.gameid for g in games_s], shuffle=False)
-                datasets.append(ds)
-                rows[id(ds)] = [RowCutter(make_game, on_done) for _ in range(rows_s)]
-            batches = _Streams(datasets)
+            shares = split_rows(todo, rows_n, streams)
+            rows = [[RowCutter(make_game, on_done) for _ in range(n)] for _, n in shares]
+            batches = _Streams([nld.TtyrecDataset(selection.dataset, batch_size=n, seq_length=seq_length,
+                                                  dbfilename=str(selection.db), threadpool=pool,
+                                                  gameids=[g.gameid for g in games_s], shuffle=False)
+                                for games_s, n in shares])
             try:
-                for ds, mb, released in batches:
+                for stream, mb, released in batches:
                     gids = mb["gameids"]
                     cursor = mb["tty_cursor"]
                     if cursor.size and (cursor.min() < 0 or cursor.max() > 255):
@@ -283,7 +281,7 @@ def convert(selection: Selection, store_path: str | Path, *, segment_length: int
                                         f"{cursor.max()}]: not a 24x80 recording")
                     keys = mb.get("keypresses")
                     scores = mb.get("scores")
-                    for b, row in enumerate(rows[id(ds)]):
+                    for b, row in enumerate(rows[stream]):
                         episodes = row.feed(gids[b], mb["tty_chars"][b], mb["tty_colors"][b], cursor[b],
                                             None if keys is None else keys[b], None if scores is None else scores[b])
                         for ep in episodes:
@@ -293,7 +291,7 @@ def convert(selection: Selection, store_path: str | Path, *, segment_length: int
                     report.seconds = time.perf_counter() - start
                     if progress is not None:
                         progress(report, len(selection.games))
-                for row in (r for rs in rows.values() for r in rs):
+                for row in (r for rs in rows for r in rs):
                     for ep in row.close():
                         _put(q, ep, pool_writers)
             except FileNotFoundError as err:
