@@ -23,9 +23,11 @@ from pathlib import Path
 
 from store_throughput import fill, peak_rss_mib, random_reads  # benchmarks/ is sys.path[0]
 
-from icrl.data.collect import CollectConfig, Event, run_collection
-from icrl.data.store import TrajectoryStore
-from icrl.data.summary import summarize
+from icrl.collect.config import CollectConfig
+from icrl.collect.run import run_collection
+from icrl.collect.units import Event
+from icrl.store.reader import TrajectoryStore
+from icrl.store.summary import summarize
 
 DEFAULT_TASKS = ("MiniHack-MazeWalk-9x9-v0", "MiniHack-MultiRoom-N6-v0", "MiniHack-CorridorBattle-Dark-v0",
                  "MiniHack-SimpleCrossingS9N2-v0")

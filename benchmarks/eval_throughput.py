@@ -2,9 +2,9 @@
 recomputation of the context at every step, and N batched envs vs one env at a time, in one run;
 plus the KV-cache bytes per level at the quickstart's context length.
 
-The model is the quickstart's shape (1M preset, max_tokens 512) with fresh weights: speed does not
-depend on what the weights are. Demos are 2 synthetic MiniHack-like episodes of 60 steps; rollouts
-are on MiniHack-MazeWalk-15x15-v0, sampling actions.
+The model is the quickstart's shape (1M preset, max_tokens 384, eval_tokens 512) with fresh weights:
+speed does not depend on what the weights are. Demos are 2 synthetic MiniHack-like episodes of 60
+steps; rollouts are on MiniHack-MazeWalk-15x15-v0, sampling actions.
 
     uv run python benchmarks/eval_throughput.py [--steps 32] [--envs 5]
 """
@@ -57,10 +57,10 @@ def main() -> None:
     from icrl.model.decoding import Decoder
     from icrl.model.model import ICRLModel
 
-    cfg = ModelConfig(preset="1M", max_tokens=512, dropout=0.0)
+    cfg = ModelConfig(preset="1M", max_tokens=384, eval_tokens=512, dropout=0.0)
     decoder = Decoder(ICRLModel(cfg, rngs=nnx.Rngs(0)))
     demos = [nethack_episode(i, task=TASK, level=0, length=60) for i in range(2)]
-    print(f"device: {jax.devices()[0].platform}; 1M preset, max_tokens {cfg.max_tokens}; "
+    print(f"device: {jax.devices()[0].platform}; 1M preset, evaluation context {cfg.eval_budget} tokens; "
           f"2 demos x 60 steps in context; {args.steps} measured steps")
 
     rates = {}
@@ -85,7 +85,7 @@ def main() -> None:
     leaves = jax.tree.leaves(policy.cache)
     per_level = sum(x.nbytes for x in leaves)
     prefix = sum(x.nbytes for x in jax.tree.leaves(tile(jax.tree.map(lambda a: a[:1], policy.cache), 1)))
-    print(f"KV cache per level ({args.envs} rollouts, capacity {cfg.max_tokens} tokens): "
+    print(f"KV cache per level ({args.envs} rollouts, capacity {cfg.eval_budget} tokens): "
           f"{per_level / 2**20:.2f} MiB ({prefix / 2**20:.2f} MiB per rollout)")
 
 

@@ -6,7 +6,7 @@ Prints, in one run on one device:
 - per preset (default 1M and 10M): training tokens/s (forward + backward + AdamW update) and
   achieved FLOP/s (3 × analytic forward FLOPs per token, ``icrl.model.info``) as a fraction of peak;
 - per context (default 512 and 2048 tokens): time per environment step of cached decoding (observe
-  + act on a full cache) and of recomputing the whole context, and their ratio;
+  + append_action on a full cache) and of recomputing the whole context, and their ratio;
 - with ``--positions``: a small in-context retrieval task (copy the action a demo took in the same
   state, states in a new order) trained with RoPE and with learned positions: query accuracy, loss
   and step time of each.
@@ -109,7 +109,7 @@ def bench_train(name: str, domain: str, dtype: str, batch: int, context: int, it
 
 
 def bench_decode(name: str, domain: str, dtype: str, context: int, iters: int) -> None:
-    """Per-step time at ``context`` tokens: cached (observe + act) vs recomputing the context."""
+    """Per-step time at ``context`` tokens: cached (observe + append_action) vs recomputing the context."""
     config = preset(name, domain=domain, dtype=dtype, max_tokens=context)
     decoder = Decoder(build(config))
     s = config.tokens_per_step
@@ -118,8 +118,8 @@ def bench_decode(name: str, domain: str, dtype: str, context: int, iters: int) -
     full = timed(lambda: decoder.forward(data), iters)
 
     # The cache holds steps-1 whole steps and the last observation. Each timed call is one rollout
-    # step (decoder.step: act, restart at the prefix, observe): the cache is full (``context``
-    # tokens) after its act, and every token attends over the whole capacity.
+    # step (decoder.step: append_action, restart at the prefix, observe): the cache is full (``context``
+    # tokens) after its append_action, and every token attends over the whole capacity.
     prefix = {k: data[k][:, : steps - 1] for k in ("actions", "rewards", "episode_start", "timestep")}
     prefix["obs"] = {k: v[:, : steps - 1] for k, v in data["obs"].items()}
     prefix["legal_mask"] = data["legal_mask"]

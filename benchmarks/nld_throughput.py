@@ -43,11 +43,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from icrl.data.codec import COMPRESSIONS  # noqa: E402
-from icrl.data.nld_convert import convert  # noqa: E402
-from icrl.data.nld_index import build_index  # noqa: E402
-from icrl.data.nld_sample import write_sample  # noqa: E402
-from icrl.data.nld_select import select_games  # noqa: E402
+from icrl.store.codec import COMPRESSIONS  # noqa: E402
+from icrl.nld.convert import convert  # noqa: E402
+from icrl.nld.index import build_index  # noqa: E402
+from icrl.nld.sample import write_sample  # noqa: E402
+from icrl.nld.selection import select_games  # noqa: E402
 
 DATASET = "nld-aa"
 
@@ -56,8 +56,8 @@ DATASET = "nld-aa"
 _RSS_CHILD = """
 import json, sys
 sys.path.insert(0, {repo!r})
-from icrl.data.nld_convert import convert
-from icrl.data.nld_select import select_games
+from icrl.nld.convert import convert
+from icrl.nld.selection import select_games
 sel = select_games({db!r}, {dataset!r}, limit={games})
 frames = 0
 if {convert!r}:
@@ -110,9 +110,9 @@ def convert_pass(db: Path, store: Path, **kwargs) -> tuple[int, float, Batches]:
 
 
 def encode_rate(store_path: Path, compression: str) -> float:
-    """Frames/s of icrl.data.codec.encode_episode on the converted episodes (one thread)."""
-    from icrl.data.codec import encode_episode
-    from icrl.data.store import TrajectoryStore
+    """Frames/s of icrl.store.codec.encode_episode on the converted episodes (one thread)."""
+    from icrl.store.codec import encode_episode
+    from icrl.store.reader import TrajectoryStore
 
     with TrajectoryStore(store_path) as store:
         episodes = [store.read(ref) for ref in store]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from icrl.data.pipeline import make_loader
 from icrl.data.sequences import SequenceConfig, SourceConfig
-from icrl.data.store import TrajectoryStore
+from icrl.store.reader import TrajectoryStore
 from icrl.data.synthetic import write_synthetic
 
 TASKS = ("MiniHack-MazeWalk-9x9-v0", "MiniHack-Labyrinth-Small-v0")

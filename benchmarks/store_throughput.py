@@ -31,10 +31,12 @@ from pathlib import Path
 import numpy as np
 from array_record.python.array_record_module import ArrayRecordWriter
 
-from icrl.data.codec import COMPRESSIONS, encode_episode, raw_nbytes
-from icrl.data.episode import Episode
-from icrl.data.store import WRITER_OPTIONS, ShardWriter, TrajectoryStore
-from icrl.data.summary import summarize
+from icrl.store.codec import COMPRESSIONS, encode_episode, raw_nbytes
+from icrl.store.episode import Episode
+from icrl.store.layout import WRITER_OPTIONS
+from icrl.store.reader import TrajectoryStore
+from icrl.store.writer import ShardWriter
+from icrl.store.summary import summarize
 from icrl.data.synthetic import nethack_episode, procgen_episode
 
 
@@ -84,7 +86,7 @@ def random_reads(path: Path, n: int) -> tuple[float, int]:
 _PEAK_READER = """
     import resource, sys
     import numpy as np
-    from icrl.data.store import TrajectoryStore
+    from icrl.store.reader import TrajectoryStore
     store = TrajectoryStore(sys.argv[1])
     for i in np.random.default_rng(0).integers(0, len(store), size=int(sys.argv[2])):
         store.read(store.ref(int(i)))

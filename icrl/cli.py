@@ -16,8 +16,8 @@ from icrl.errors import IcrlError
 COMMAND_MODULES: tuple[str, ...] = (
     "icrl.envs.commands",
     "icrl.data.commands",
-    "icrl.data.nld_commands",
-    "icrl.data.collect_commands",
+    "icrl.nld.commands",
+    "icrl.collect.commands",
     "icrl.model.commands",
     "icrl.train.commands",
     "icrl.eval.commands",

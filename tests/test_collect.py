@@ -15,11 +15,12 @@ import pytest
 
 from icrl.cli import main
 from icrl.config import load_config
-from icrl.data.collect import (LEVELS_PER_SPLIT, CollectConfig, attempt_seeds, level_seed, resolve, run_collection,
-                               split_levels)
-from icrl.data.episode import OBS_SPECS, episode_equal
-from icrl.data.store import TrajectoryStore
-from icrl.data.verify import verify_store
+from icrl.collect.config import CollectConfig, resolve
+from icrl.collect.levels import LEVELS_PER_SPLIT, attempt_seeds, level_seed, split_levels
+from icrl.collect.run import run_collection
+from icrl.store.episode import OBS_SPECS, episode_equal
+from icrl.store.reader import TrajectoryStore
+from icrl.store.verify import verify_store
 from icrl.errors import IcrlError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -235,7 +236,7 @@ def test_sigkill_mid_run_loses_only_unfinished_episodes(tmp_path: Path) -> None:
 def test_key_to_action_maps_vi_keys_and_arrows_to_compass_moves() -> None:
     from nle.nethack.actions import CompassDirection as Dir
 
-    from icrl.data.play import key_to_action
+    from icrl.collect.play import key_to_action
 
     moves = tuple(Dir)  # MiniHack navigation: the 8 compass moves, in NLE's order
     assert [moves[key_to_action(k, moves)] for k in "kjhlyubn"] == [
@@ -258,7 +259,7 @@ def scripted(keys: list[str]):
 def test_play_stores_a_scripted_episode_as_a_human_demo(tmp_path: Path) -> None:
     from nle.nethack.actions import CompassDirection as Dir
 
-    from icrl.data.play import play_level
+    from icrl.collect.play import play_level
     from icrl.envs import make_env
 
     out = tmp_path / "human"
@@ -287,7 +288,7 @@ def test_play_stores_a_scripted_episode_as_a_human_demo(tmp_path: Path) -> None:
 
 
 def test_play_episode_records_a_solved_level_from_keypresses() -> None:
-    from icrl.data.play import play_episode
+    from icrl.collect.play import play_episode
     from icrl.envs import make_env
     from icrl.experts import REQUIRED_KEYS, make_expert
 

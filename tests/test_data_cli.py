@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from icrl.cli import main
-from icrl.data.store import TrajectoryStore
+from icrl.store.reader import TrajectoryStore
 from icrl.data.synthetic import write_synthetic
 
 

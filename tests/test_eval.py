@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from icrl.cli import main
-from icrl.data.collect import CollectConfig, run_collection
-from icrl.data.store import TrajectoryStore
+from icrl.collect.config import CollectConfig
+from icrl.collect.run import run_collection
+from icrl.store.reader import TrajectoryStore
 from icrl.envs import make_vector_env
 from icrl.eval.evaluate import EvalConfig, Method, evaluate
 from icrl.eval.outputs import compare_runs, write_outputs
@@ -136,6 +137,19 @@ def test_model_policy_cache_and_recompute_take_the_same_actions(demo_store):
         taken[use_cache] = np.stack(actions)
     assert taken[True].shape == (12, 2)
     np.testing.assert_array_equal(taken[True], taken[False])
+
+
+def test_eval_tokens_set_the_evaluation_budget_apart_from_training():
+    from icrl.eval.model_policy import ModelPolicy
+    from icrl.model.config import ModelConfig
+
+    cfg = ModelConfig(preset="1M", max_tokens=96, eval_tokens=160)
+    assert (cfg.eval_budget, cfg.longest_sequence) == (160, 160)
+    policy = ModelPolicy(None, cfg)
+    assert (policy.demo_steps, policy.max_rollout_steps) == (40, 40)
+    assert ModelPolicy(None, ModelConfig(preset="1M", max_tokens=96)).demo_steps == 24  # default: max_tokens
+    with pytest.raises(ValueError, match="eval_tokens=160 exceeds max_tokens=96"):
+        ModelConfig(preset="1M", positions="learned", max_tokens=96, eval_tokens=160)
 
 
 @pytest.mark.slow

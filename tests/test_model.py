@@ -134,7 +134,7 @@ def test_cached_decoding_equals_full_forward(domain, overrides):
             cache, obs, batch["episode_start"][:, t], batch["timestep"][:, t], batch["legal_mask"]
         )
         np.testing.assert_allclose(step_logits, full[:, t], atol=1e-5, err_msg=f"step {t}")
-        cache = decoder.act(cache, batch["actions"][:, t], batch["rewards"][:, t])
+        cache = decoder.append_action(cache, batch["actions"][:, t], batch["rewards"][:, t])
     assert cache.length.tolist() == [T * s] * B
 
 
@@ -161,7 +161,7 @@ def test_shared_prefix_tile_rewind_and_padded_prefill():
         obs = {k: v[:, t] for k, v in batch["obs"].items()}
         return obs, batch["episode_start"][:, t], batch["timestep"][:, t], batch["legal_mask"]
 
-    # observe the first step, then one fused act + observe call per step.
+    # observe the first step, then one fused append_action + observe call per step.
     logits, cache = decoder.observe(cache, *at(t_ctx))
     got = [np.asarray(logits)]
     for t in range(t_ctx + 1, T):
@@ -170,7 +170,7 @@ def test_shared_prefix_tile_rewind_and_padded_prefill():
     np.testing.assert_allclose(np.stack(got, 1), full[:, t_ctx:], atol=1e-5)
     assert cache.length.tolist() == [(T - 1) * s + 1] * B
 
-    # Row 1 restarts from the prefix inside the fused step: act, rewind row 1, observe step t_ctx.
+    # Row 1 restarts from the prefix inside the fused step: append_action, rewind row 1, observe step t_ctx.
     restart = jnp.arange(B) == 1
     logits, cache = decoder.step(
         cache, batch["actions"][:, -1], batch["rewards"][:, -1], *at(t_ctx), restart=restart,
@@ -179,7 +179,7 @@ def test_shared_prefix_tile_rewind_and_padded_prefill():
     np.testing.assert_allclose(logits[1], full[1, t_ctx], atol=1e-5)
     assert cache.length.tolist() == [T * s + 1, t_ctx * s + 1]
     # And with rewind between separate calls: row 1 again replays step t_ctx.
-    cache = decoder.act(cache, batch["actions"][:, t_ctx], batch["rewards"][:, t_ctx])
+    cache = decoder.append_action(cache, batch["actions"][:, t_ctx], batch["rewards"][:, t_ctx])
     cache = rewind(cache, restart, t_ctx * s)
     assert cache.length.tolist() == [T * s + s, t_ctx * s]
     logits, cache = decoder.observe(cache, *at(t_ctx))

@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 
 from icrl.cli import main as icrl_main
-from icrl.data.nld_actions import KEYPRESS_TO_ACTION, MAPPED_KEYS, action_keycode, map_keypresses
-from icrl.data.nld_bz2 import full_problem, quick_problem
-from icrl.data.nld_convert import ConvertReport, convert, split_rows, task_name
-from icrl.data.nld_index import build_index, role_name, scan_nledata
-from icrl.data.nld_sample import SIDECAR, read_sidecar, write_sample
-from icrl.data.nld_segments import GameCutter, RowCutter
-from icrl.data.nld_select import select_games
-from icrl.data.store import TrajectoryStore
+from icrl.nld.actions import KEYPRESS_TO_ACTION, MAPPED_KEYS, action_keycode, map_keypresses
+from icrl.nld.integrity import full_problem, quick_problem
+from icrl.nld.convert import ConvertReport, convert, split_rows, task_name
+from icrl.nld.index import build_index, role_name, scan_nledata
+from icrl.nld.sample import SIDECAR, read_sidecar, write_sample
+from icrl.nld.segments import GameCutter, RowCutter
+from icrl.nld.selection import select_games
+from icrl.store.reader import TrajectoryStore
 from icrl.envs.actions import PAD_ACTION
 from icrl.errors import IcrlError
 
@@ -131,7 +131,7 @@ def test_sample_refuses_to_overwrite(sample):
 def test_index_summary_counts_games_per_role(db, sample, capsys, tmp_path):
     import sqlite3
 
-    from icrl.data.nld_index import count_frames, summarize_db
+    from icrl.nld.index import count_frames, summarize_db
 
     with sqlite3.connect(db) as conn:
         roles = [r for (r,) in conn.execute("SELECT role FROM games")]
@@ -392,7 +392,7 @@ def test_bz2_checks_catch_every_truncation(sample):
 
 
 def test_interrupted_conversion_resumes_without_loss_or_duplicates(converted, db, tmp_path, monkeypatch):
-    from icrl.data import store as store_mod
+    from icrl.store import writer as store_mod
 
     clean = store_games(converted[0])
     calls = {"n": 0}
@@ -463,9 +463,9 @@ def test_killed_conversion_resumes(converted, db, tmp_path):
     out = tmp_path / "s"
     script = textwrap.dedent(f"""
         import os
-        from icrl.data import store as store_mod
-        from icrl.data.nld_convert import convert
-        from icrl.data.nld_select import select_games
+        from icrl.store import writer as store_mod
+        from icrl.nld.convert import convert
+        from icrl.nld.selection import select_games
         real, n = store_mod.ShardWriter.append, [0]
         def append(self, episode):
             n[0] += 1
@@ -485,7 +485,7 @@ def test_killed_conversion_resumes(converted, db, tmp_path):
 
 
 def _assert_same_games(got: dict[int, list], want: dict[int, list]) -> None:
-    from icrl.data.episode import episode_equal
+    from icrl.store.episode import episode_equal
 
     assert sorted(got) == sorted(want)
     for gid in want:
@@ -497,7 +497,7 @@ def _assert_same_games(got: dict[int, list], want: dict[int, list]) -> None:
 
 
 def test_nao_is_observation_only(sample, tmp_path, capsys):
-    from icrl.data.nld_altorg import write_altorg_copy
+    from icrl.nld.altorg import write_altorg_copy
 
     nao = tmp_path / "nao"
     assert write_altorg_copy(sample, nao) == GAMES

@@ -12,7 +12,7 @@ from icrl.config import ConfigError, load_config
 from icrl.data.pipeline import SequenceSource, make_loader
 from icrl.data.sequence_stats import render_sequence, sequence_stats
 from icrl.data.sequences import SequenceConfig, SourceConfig
-from icrl.data.store import TrajectoryStore
+from icrl.store.reader import TrajectoryStore
 from icrl.data.synthetic import nethack_episode, write_synthetic
 from icrl.envs.actions import PAD_ACTION
 from icrl.errors import IcrlError

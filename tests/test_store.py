@@ -18,11 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from icrl.data.codec import RecordError, decode_episode, encode_episode
-from icrl.data.episode import Episode, episode_equal
-from icrl.data.store import ShardWriter, TrajectoryStore, open_store, recover_journals
+from icrl.store.codec import RecordError, decode_episode, encode_episode
+from icrl.store.episode import Episode, episode_equal
+from icrl.store.layout import recover_journals
+from icrl.store.reader import TrajectoryStore, open_store
+from icrl.store.writer import ShardWriter
 from icrl.data.synthetic import episode_spec, nethack_episode, procgen_episode, write_synthetic
-from icrl.data.verify import verify_store
+from icrl.store.verify import verify_store
 from icrl.errors import IcrlError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -186,7 +188,7 @@ def test_two_writer_processes_make_one_consistent_store(tmp_path: Path) -> None:
 
 _KILL_VICTIM = """
     import sys
-    from icrl.data.store import ShardWriter
+    from icrl.store.writer import ShardWriter
     from icrl.data.synthetic import episode_spec
     w = ShardWriter(sys.argv[1], "victim", max_shard_episodes=4)
     i = 0
@@ -230,8 +232,8 @@ def test_sigkill_loses_only_the_unfinished_episode(tmp_path: Path) -> None:
 
 _DIE_WITH_TORN_TAIL = """
     import os, sys
-    from icrl.data.journal import frame_bytes
-    from icrl.data.store import ShardWriter
+    from icrl.store.journal import frame_bytes
+    from icrl.store.writer import ShardWriter
     from icrl.data.synthetic import episode_spec
     w = ShardWriter(sys.argv[1], "torn")
     refs = [w.append(episode_spec("nethack", "Torn-v0", 0, i, 10)) for i in range(3)]
@@ -398,7 +400,7 @@ def test_corrupt_index_is_named_with_its_line(tmp_path: Path) -> None:
 _PEAK_RSS_READER = """
     import resource, sys
     import numpy as np
-    from icrl.data.store import TrajectoryStore
+    from icrl.store.reader import TrajectoryStore
     store = TrajectoryStore(sys.argv[1])
     rng = np.random.default_rng(0)
     steps = 0

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from icrl.config import ConfigError
-from icrl.data.store import TrajectoryStore
+from icrl.store.reader import TrajectoryStore
 from icrl.data.synthetic import write_synthetic
 from icrl.train.config import ExperimentConfig, forbidden_changes, load_experiment
 

@@ -10,7 +10,6 @@ from jax.sharding import PartitionSpec as P
 
 from icrl.data.pipeline import make_loader
 from icrl.errors import IcrlError
-from icrl.model.config import ModelConfig
 from icrl.train.config import ExperimentConfig, MeshConfig
 from icrl.train.mesh import (batch_sharding, build_mesh, data_slice, gathered, global_batch, logical_spec,
                              mesh_shape, param_shardings, replicated)

@@ -1,1 +1,1 @@
-"""Episodes, the trajectory store, collection, NLD ingest and bursty sequences."""
+"""Stored episodes into training batches: bursty sequences, the Grain pipeline, their statistics, synthetic episodes."""

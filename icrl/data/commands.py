@@ -71,8 +71,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from icrl.data.store import TrajectoryStore
-    from icrl.data.summary import summarize
+    from icrl.store.reader import TrajectoryStore
+    from icrl.store.summary import summarize
 
     with TrajectoryStore(args.store) as store:
         s = summarize(store)
@@ -104,7 +104,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    from icrl.data.verify import count_records, verify_store
+    from icrl.store.verify import count_records, verify_store
 
     console = Console(stderr=True)
     total = count_records(args.store)  # raises IcrlError (exit 2) if it is not a store

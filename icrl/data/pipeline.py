@@ -20,7 +20,7 @@ import grain
 import numpy as np
 
 from icrl.data.sequences import SequenceConfig, SequencePlan, TaskCatalog, check_catalog, pack_sequence, plan_sequence
-from icrl.data.store import TrajectoryStore
+from icrl.store.reader import TrajectoryStore
 from icrl.envs.registry import task_legal_actions
 from icrl.errors import IcrlError
 

@@ -44,7 +44,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from icrl.config import ConfigBase
-from icrl.data.episode import OBS_SPECS
+from icrl.store.episode import OBS_SPECS
 from icrl.envs.actions import PAD_ACTION, legal_mask
 from icrl.errors import IcrlError
 

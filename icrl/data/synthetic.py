@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from icrl.data.episode import Episode
+from icrl.store.episode import Episode
 
 _STATUS1 = "Agent the Stripling          St:16 Dx:14 Co:17 In:8 Wi:10 Ch:7 Neutral"
 _STATUS2 = "Dlvl:1 $:0 HP:14(14) Pw:4(4) AC:6 Xp:1/0 T:{t}"
@@ -113,7 +113,7 @@ def write_synthetic(
 ) -> int:
     """Append the synthetic episodes ``specs`` [(domain, task, level, episode, length)] to the
     store with one ``ShardWriter``; returns how many. A picklable target for spawned processes."""
-    from icrl.data.store import ShardWriter
+    from icrl.store.writer import ShardWriter
 
     with ShardWriter(store_path, name, **writer_kwargs) as writer:
         for domain, task, level, ep, length in specs:

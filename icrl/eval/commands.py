@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-METHODS = ("icl", "hashmap", "random", "expert", "finetune")
+from icrl.eval.methods import METHODS
 
 
 def _ints(text: str) -> list[int]:
@@ -57,12 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from icrl.data.store import TrajectoryStore
+    from icrl.store.reader import TrajectoryStore
     from icrl.envs.suite import load_suite
     from icrl.errors import IcrlError
-    from icrl.eval.evaluate import EvalConfig, Method, evaluate
+    from icrl.eval.evaluate import EvalConfig, evaluate
+    from icrl.eval.methods import build_methods
     from icrl.eval.outputs import write_outputs
-    from icrl.eval.policies import ExpertPolicy, HashmapPolicy, RandomPolicy
 
     run = Path(args.run)
     for name, value in (("--levels", args.levels), ("--episodes", args.episodes)):
@@ -74,40 +73,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     tasks = args.tasks or load_suite(args.suite).tasks(args.split)
     demo_store = TrajectoryStore(args.demos)
 
-    methods: dict[str, Method] = {}
-    wants = set(args.methods)
-    if wants & {"icl", "finetune"}:
-        from icrl.eval.load import load_trained
-        from icrl.eval.model_policy import ModelPolicy
-        from icrl.model.decoding import Decoder
-
-        model, exp, step = load_trained(run, args.step)
-        print(f"model: {run} step {step} ({exp.model.preset} preset, {exp.model.domain})")
-        if "icl" in wants:
-            methods["icl"] = Method(ModelPolicy(Decoder(model), exp.model, "icl", greedy=args.greedy))
-        if "finetune" in wants:
-            from icrl.eval.finetune import FinetunePolicy
-
-            methods["finetune"] = Method(FinetunePolicy(model, exp.model, steps=args.finetune_steps,
-                                                        learning_rate=args.finetune_lr, greedy=args.greedy))
-    for label, bc_run, k in (("bc0", args.bc0, 0), ("bc1", args.bc1 or args.bc0, 1)):
-        if bc_run:
-            from icrl.eval.load import load_trained
-            from icrl.eval.model_policy import ModelPolicy
-            from icrl.model.decoding import Decoder
-
-            bc_model, bc_exp, _ = load_trained(bc_run)
-            if bc_exp.data.mode != "single":
-                raise IcrlError(f"--{label} {bc_run}: trained with data.mode={bc_exp.data.mode!r}, "
-                                "BC baselines are single-trajectory runs (data.mode=single)")
-            methods[label] = Method(ModelPolicy(Decoder(bc_model), bc_exp.model, label, greedy=args.greedy),
-                                    shots=[k])
-    if "hashmap" in wants:
-        methods["hashmap"] = Method(HashmapPolicy(), shots=[k for k in cfg.shots if k > 0])
-    if "random" in wants:
-        methods["random"] = Method(RandomPolicy(), shots=[0])
-    if "expert" in wants:
-        methods["expert"] = Method(ExpertPolicy(), shots=[0])
+    methods = build_methods(run, args.methods, cfg.shots, step=args.step, greedy=args.greedy, bc0=args.bc0,
+                            bc1=args.bc1, finetune_steps=args.finetune_steps, finetune_lr=args.finetune_lr)
 
     def progress(task, level, k, name, rows):
         mean = sum(r["return"] for r in rows) / len(rows)
@@ -120,19 +87,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from icrl.errors import IcrlError
-    from icrl.eval.outputs import compare_runs
+    from icrl.eval.outputs import compare_runs, read_results
 
-    results = {}
-    for run in args.runs:
-        path = Path(run) / "eval" / "results.json"
-        if not path.is_file():
-            raise IcrlError(f"{run}: no eval/results.json (run `icrl eval {run} ...` first)")
-        try:
-            results[run] = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise IcrlError(f"{path}: not valid JSON ({err})") from None
-    table = compare_runs(results, args.method)
+    table = compare_runs(read_results(args.runs), args.method)
     print(table)
     if args.out:
         Path(args.out).write_text(table + "\n")

@@ -3,7 +3,7 @@ level in the context, ``episodes`` rollouts on it, for every method, on the same
 
     rows = evaluate(cfg, methods, demo_store)      # one row per episode -> results.json
 
-Levels are those the demo store holds for the task (held-out seeds, ``icrl.data.collect``), the
+Levels are those the demo store holds for the task (held-out seeds, ``icrl.collect.run``), the
 first ``levels`` of them; demos of k shots are the level's episodes 0 .. k-1. A method is a
 ``Policy`` with the shots it is played at: the in-context model and Hashmap at every k; BC-0 at 0
 and BC-1 at 1; random and expert once (k = 0: they ignore demos). Every method meets the same
@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from icrl.config import ConfigBase
-from icrl.data.store import TrajectoryStore
+from icrl.store.reader import TrajectoryStore
 from icrl.envs.registry import make_vector_env
 from icrl.errors import IcrlError
 from icrl.eval.policies import Policy

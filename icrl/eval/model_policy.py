@@ -6,9 +6,9 @@ tiled to the N rollouts, which then decode one step at a time: observation token
 rollout's steps so far) with a full forward pass; both give the same actions for the same seeds,
 which the tests check, and ``benchmarks/eval_throughput.py`` measures the difference.
 
-Context budget: the demos and a rollout share ``max_tokens`` (the model's): the demos get the first
-half (kept whole while they fit, else each cut to its first ``window`` steps so the k demos fill
-it) and a rollout the second half, whatever k is. A fixed rollout limit matters: with a limit that
+Context budget: the demos and a rollout share ``eval_budget`` (the model config's ``eval_tokens``,
+else ``max_tokens``): the demos get the first half (kept whole while they fit, else each cut to its
+first ``window`` steps so the k demos fill it) and a rollout the second half, whatever k is. A fixed rollout limit matters: with a limit that
 grew as the demos shrank, fewer demos would mean longer rollouts and more per-step penalties, a
 difference in return that has nothing to do with learning from the demos.
 """
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from icrl.data.episode import Episode
+from icrl.store.episode import Episode
 from icrl.envs.actions import PAD_ACTION
 from icrl.eval.policies import Policy
 from icrl.model.cache import tile
@@ -71,18 +71,18 @@ class ModelPolicy(Policy):
                  greedy: bool = False, temperature: float = 1.0):
         self.decoder, self.name = decoder, name
         self.tokens_per_step = model_config.tokens_per_step
-        self.max_tokens = model_config.max_tokens
+        self.context_tokens = model_config.eval_budget
         self.use_cache, self.greedy, self.temperature = use_cache, greedy, temperature
 
     @property
     def demo_steps(self) -> int:
         """Steps the demos may fill: the first half of the context budget."""
-        return self.max_tokens // self.tokens_per_step // 2
+        return self.context_tokens // self.tokens_per_step // 2
 
     @property
     def max_rollout_steps(self) -> int:
         """Steps a rollout may take: the second half of the context budget, for every k."""
-        return self.max_tokens // self.tokens_per_step - self.demo_steps
+        return self.context_tokens // self.tokens_per_step - self.demo_steps
 
     def start(self, spec, demos, num_envs, rng):
         self.n = num_envs
@@ -94,10 +94,10 @@ class ModelPolicy(Policy):
         self.step_limit = self.max_rollout_steps
         if self.use_cache:
             if self.context is None:
-                cache = nnx.merge(self.decoder.graphdef, self.decoder.state).init_cache(1, self.max_tokens)
+                cache = nnx.merge(self.decoder.graphdef, self.decoder.state).init_cache(1, self.context_tokens)
             else:
                 padded = pad_steps(self.context, self.demo_steps)
-                _, cache = self.decoder.prefill(padded, self.max_tokens, jnp.array([self.context_steps]))
+                _, cache = self.decoder.prefill(padded, self.context_tokens, jnp.array([self.context_steps]))
             self.cache = tile(cache, num_envs)
         else:
             self.history: list[dict] = []  # per step: obs [N, ...], actions [N], rewards [N]
@@ -120,7 +120,7 @@ class ModelPolicy(Policy):
 
     def record(self, actions, rewards, done):
         if self.use_cache:
-            self.cache = self.decoder.act(self.cache, jnp.asarray(actions, jnp.int32),
+            self.cache = self.decoder.append_action(self.cache, jnp.asarray(actions, jnp.int32),
                                           jnp.asarray(rewards, jnp.float32))
         else:
             self.history.append({"obs": self._pending_obs, "actions": np.asarray(actions, np.int32),

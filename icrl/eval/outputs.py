@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from icrl.errors import IcrlError
 from icrl.eval.plots import plot_return_vs_k
 from icrl.eval.report import group, markdown_report, summarize
 
@@ -32,7 +33,7 @@ def compare_runs(results: dict[str, list[dict]], method: str = "icl") -> str:
     """A markdown table: one row per task × k, one column per run (mean ± 95% CI of ``method``)."""
     keys = sorted({(r["task"], r["k"]) for rows in results.values() for r in rows if r["method"] == method})
     runs = list(results)
-    lines = [f"| task | k | " + " | ".join(Path(r).name for r in runs) + " |",
+    lines = ["| task | k | " + " | ".join(Path(r).name for r in runs) + " |",
              "|---|---|" + "---|" * len(runs)]
     grouped = {run: group((r for r in rows if r["method"] == method), "task", "k") for run, rows in results.items()}
     for task, k in keys:
@@ -42,3 +43,17 @@ def compare_runs(results: dict[str, list[dict]], method: str = "icl") -> str:
             cells.append(str(summarize([r["return"] for r in rows])) if rows else "")
         lines.append(f"| {task} | {k} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def read_results(runs: list[str]) -> dict[str, list[dict]]:
+    """Each run's ``eval/results.json`` rows, by run; IcrlError naming a run without one or a bad file."""
+    results = {}
+    for run in runs:
+        path = Path(run) / "eval" / "results.json"
+        if not path.is_file():
+            raise IcrlError(f"{run}: no eval/results.json (run `icrl eval {run} ...` first)")
+        try:
+            results[run] = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise IcrlError(f"{path}: not valid JSON ({err})") from None
+    return results

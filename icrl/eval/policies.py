@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from icrl.data.episode import Episode
+from icrl.store.episode import Episode
 from icrl.envs.base import Obs
 from icrl.envs.spec import EnvSpec
 

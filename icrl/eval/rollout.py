@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from icrl.data.episode import Episode
+from icrl.store.episode import Episode
 from icrl.envs.base import VectorEnv
 from icrl.eval.policies import Policy
 

@@ -9,11 +9,11 @@ Typical use, for k demos of one level and n rollouts on it::
     while rolling out:
         actions = sample(logits)                   # illegal actions have probability 0
         obs, rewards, done, ... = envs.step(actions)
-        # act, send finished rollouts back to the demos (optional), observe: one call per step.
+        # append_action, send finished rollouts back to the demos (optional), observe: one call per step.
         logits, cache = decoder.step(cache, actions, rewards, obs, episode_start, timestep,
                                      legal_mask, restart=done, restart_length=prefix.length[0])
 
-``observe``, ``act`` and ``step`` donate the cache they are given (updated in place on accelerators):
+``observe``, ``append_action`` and ``step`` donate the cache they are given (updated in place on accelerators):
 use only the cache they return. The prefix cache from ``prefill`` stays valid because ``tile``
 copies it.
 """
@@ -59,11 +59,11 @@ def observe(
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("cache",))
-def act(
+def append_action(
     graphdef: nnx.GraphDef, state: nnx.State, cache: KVCache, actions: jax.Array, rewards: jax.Array | None = None
 ) -> KVCache:
-    """``ICRLModel.act`` as a pure function: → cache."""
-    return nnx.merge(graphdef, state).act(cache, actions, rewards)
+    """``ICRLModel.append_action`` as a pure function: → cache."""
+    return nnx.merge(graphdef, state).append_action(cache, actions, rewards)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("cache",))
@@ -80,11 +80,11 @@ def step(
     restart: jax.Array | None = None,
     restart_length: jax.Array | int = 0,
 ) -> tuple[jax.Array, KVCache]:
-    """One environment step of a rollout in one call: ``act`` (the previous step's actions and
+    """One environment step of a rollout in one call: ``append_action`` (the previous step's actions and
     rewards), then ``rewind`` the rows where ``restart`` [B] bool is True to ``restart_length``,
     then ``observe`` the new observation. → (logits [B, V], cache)."""
     model = nnx.merge(graphdef, state)
-    cache = model.act(cache, actions, rewards)
+    cache = model.append_action(cache, actions, rewards)
     if restart is not None:
         cache = rewind(cache, restart, restart_length)
     return model.observe(cache, obs, episode_start, timestep, legal_mask)
@@ -116,8 +116,8 @@ class Decoder:
     ) -> tuple[jax.Array, KVCache]:
         return observe(self.graphdef, self.state, cache, obs, episode_start, timestep, legal_mask)
 
-    def act(self, cache: KVCache, actions: jax.Array, rewards: jax.Array | None = None) -> KVCache:
-        return act(self.graphdef, self.state, cache, actions, rewards)
+    def append_action(self, cache: KVCache, actions: jax.Array, rewards: jax.Array | None = None) -> KVCache:
+        return append_action(self.graphdef, self.state, cache, actions, rewards)
 
     def step(
         self,

@@ -22,7 +22,7 @@ every token before o_t and never a_t. Output: logits [B, T, VOCAB_SIZE] float32 
 actions at ``MASKED_LOGIT`` (probability exactly 0 after softmax).
 
 Cached decoding (rollouts): ``prefill`` a context of whole steps once → KVCache; then per
-environment step ``observe`` (obs token → logits for that step) and ``act`` (action, and reward,
+environment step ``observe`` (obs token → logits for that step) and ``append_action`` (action, and reward,
 tokens → cache). ``icrl.model.decoding`` wraps these as jitted pure functions.
 """
 
@@ -70,6 +70,7 @@ class ICRLModel(nnx.Module):
         self.tokens_per_step = config.tokens_per_step
         self.reward_tokens = config.reward_tokens
         self.max_tokens = config.max_tokens
+        self.longest_sequence = config.longest_sequence
         self.learned_positions = config.positions == "learned"
         self.dims = dims
         self.cache_dtype = jnp.dtype(config.dtype)
@@ -107,8 +108,9 @@ class ICRLModel(nnx.Module):
             streams.append(self.tokens.reward(batch["rewards"], timestep))
         x = self.tokens.interleave(*streams)
         b, n = x.shape[:2]
-        if n > self.max_tokens:
-            raise ValueError(f"{n} tokens exceed max_tokens={self.max_tokens} of the model config")
+        if n > self.longest_sequence:
+            raise ValueError(f"{n} tokens exceed the model config's longest sequence ({self.longest_sequence}: "
+                             "max_tokens, or eval_tokens if larger)")
         positions = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
         return self.tokens.add_positions(x, positions), positions, encoded
 
@@ -197,7 +199,7 @@ class ICRLModel(nnx.Module):
         cache = cache.replace(timestep=timestep.astype(jnp.int32), obs=encoded.astype(cache.obs.dtype))
         return self._step_logits(h, legal_mask), cache
 
-    def act(self, cache: KVCache, actions: jax.Array, rewards: jax.Array | None = None) -> KVCache:
+    def append_action(self, cache: KVCache, actions: jax.Array, rewards: jax.Array | None = None) -> KVCache:
         """Append each row's action token (and reward token, when the model has them).
 
         actions [B] int32 taken after the latest ``observe``; rewards [B] float32 received for them
@@ -207,6 +209,6 @@ class ICRLModel(nnx.Module):
         _, cache = self._decode(cache, self.tokens.action(actions[:, None], t, cache.obs[:, None])[:, 0])
         if self.reward_tokens:
             if rewards is None:
-                raise ValueError("this model has reward tokens: act() needs rewards")
+                raise ValueError("this model has reward tokens: append_action() needs rewards")
             _, cache = self._decode(cache, self.tokens.reward(rewards[:, None], t)[:, 0])
         return cache

@@ -20,11 +20,11 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from icrl.data.codec import RecordError, decode_episode, raw_nbytes, record_crc
-from icrl.data.index import CorruptIndex, EpisodeRef, read_fragment
-from icrl.data.journal import read_frame, frame_starts, scan_journal
-from icrl.data.store import (INDEX, INDEX_EXT, SHARD_EXT, SHARDS, TMP_EXT, WAL, WAL_EXT, close_reader,
-                             check_store, open_shard_reader, shard_rel)
+from icrl.store.codec import RecordError, decode_episode, raw_nbytes, record_crc
+from icrl.store.index import CorruptIndex, EpisodeRef, read_fragment
+from icrl.store.journal import read_frame, frame_starts, scan_journal
+from icrl.store.layout import (INDEX, INDEX_EXT, SHARD_EXT, SHARDS, TMP_EXT, WAL, WAL_EXT, check_store, close_reader,
+                               open_shard_reader, shard_rel)
 
 
 @dataclasses.dataclass(frozen=True)

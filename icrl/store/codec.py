@@ -45,7 +45,7 @@ from collections.abc import Callable
 import numpy as np
 import zstandard
 
-from icrl.data.episode import OBS_SPECS, Episode
+from icrl.store.episode import OBS_SPECS, Episode
 
 MAGIC = b"ICEP"
 VERSION = 1

@@ -86,7 +86,7 @@ def _size(n: float) -> str:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from icrl.data.nld_sample import write_sample
+    from icrl.nld.sample import write_sample
 
     games = write_sample(args.out, args.games, seed=args.seed, min_steps=args.min_steps, max_steps=args.max_steps)
     quits = sum(g.ended_by == "quit" for g in games)
@@ -94,7 +94,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
           f"{sum(g.steps for g in games):,} bot steps); seeds in {args.out}/seeds.json")
     nao = ""
     if args.nao_out:
-        from icrl.data.nld_altorg import write_altorg_copy
+        from icrl.nld.altorg import write_altorg_copy
 
         n = write_altorg_copy(args.out, args.nao_out)
         print(f"wrote the same {n} games in the NLD-NAO layout to {args.nao_out}")
@@ -107,7 +107,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from icrl.data.nld_index import build_index, count_frames
+    from icrl.nld.index import build_index, count_frames
 
     report = build_index(args.db, aa=args.aa, nao=args.nao, aa_name=args.aa_name, nao_name=args.nao_name)
     frames: dict[tuple[str, str], int] = {}
@@ -158,9 +158,9 @@ def _progress_bar(quiet: bool):
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from icrl.data.nld_actions import describe_key
-    from icrl.data.nld_convert import convert
-    from icrl.data.nld_select import select_games
+    from icrl.nld.actions import describe_key
+    from icrl.nld.convert import convert
+    from icrl.nld.selection import select_games
 
     selection = select_games(args.db, args.dataset, gameids=args.game_ids, roles=args.roles, where=args.where,
                              limit=args.games)
@@ -197,7 +197,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from icrl.data.nld_actions import KEYPRESS_TO_ACTION, mapping_table
+    from icrl.nld.actions import KEYPRESS_TO_ACTION, mapping_table
     from icrl.envs.actions import PAD_ACTION
 
     for key, name, index, action in mapping_table():

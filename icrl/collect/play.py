@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 from nle.nethack.actions import CompassDirection as Dir
 
-from icrl.data.collect import EpisodeRecorder, attempt_seeds, level_seed
-from icrl.data.episode import Episode
+from icrl.collect.levels import attempt_seeds, level_seed
+from icrl.collect.recorder import EpisodeRecorder
+from icrl.store.episode import Episode
 from icrl.errors import IcrlError
 
 ReadKey = Callable[[], str]  # one key: a character ("h"), or a curses key name ("KEY_UP")
@@ -109,7 +110,8 @@ def play_level(task: str, level_index: int, out: str | os.PathLike, read_key: Re
                split: str = "heldout", sticky: float = 0.0, max_steps: int | None = None,
                keep_failed: bool = False, seed: int = 0) -> PlayOutcome:
     """Play level ``level_index`` of ``split`` of ``task`` and store the episode (see module doc)."""
-    from icrl.data.store import ShardWriter, TrajectoryStore
+    from icrl.store.reader import TrajectoryStore
+    from icrl.store.writer import ShardWriter
     from icrl.envs import domain_of, make_env
 
     if domain_of(task) != "nethack":

@@ -11,7 +11,7 @@ once a segment holds ``length`` frames it becomes an Episode:
   bursty sequences put segments of the same game in one context;
 - observations ``tty_chars`` [T, 24, 80] uint8, ``tty_colors`` [T, 24, 80] uint8 (nle's int8
   colours, same bits), ``tty_cursor`` [T, 2] uint8 (nle's int16, rows < 24 and columns < 80);
-- ``actions`` [T] int32: keypresses mapped by icrl.data.nld_actions (``PAD_ACTION`` where a
+- ``actions`` [T] int32: keypresses mapped by icrl.nld.actions (``PAD_ACTION`` where a
   byte has no NLE action, or everywhere for screen-only NLD-NAO);
 - ``rewards`` [T] float32: the in-game score delta ``score[t+1] - score[t]`` (ttyrec v3 scores);
   the last frame of a game has no next score and gets 0, the game-over screens' score of 0 is no
@@ -29,8 +29,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from icrl.data.episode import Episode
-from icrl.data.nld_actions import map_keypresses
+from icrl.store.episode import Episode
+from icrl.nld.actions import map_keypresses
 from icrl.envs.actions import PAD_ACTION
 
 ROWS, COLS = 24, 80

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from icrl.data.store import TrajectoryStore
+from icrl.store.reader import TrajectoryStore
 
 
 @dataclasses.dataclass(frozen=True)

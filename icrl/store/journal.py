@@ -2,7 +2,7 @@
 
 ArrayRecord writes nothing readable until its writer closes (a killed writer leaves an empty file),
 so a writer first appends every episode to its journal ``wal/<stem>.wal`` and only later seals the
-journal into the ArrayRecord shard ``shards/<stem>.arrayrecord`` (see ``icrl.data.store``).
+journal into the ArrayRecord shard ``shards/<stem>.arrayrecord`` (see ``icrl.store.reader``).
 
 Frame layout (little-endian), one frame per episode::
 
@@ -11,8 +11,8 @@ Frame layout (little-endian), one frame per episode::
     4       4     meta_len
     8       8     record_len
     16      4     CRC-32 of meta + record
-    20      ...   meta: UTF-8 JSON index row of the episode (``icrl.data.index.row_dict``)
-    20+m    ...   record: the encoded episode (``icrl.data.codec``)
+    20      ...   meta: UTF-8 JSON index row of the episode (``icrl.store.index.row_dict``)
+    20+m    ...   record: the encoded episode (``icrl.store.codec``)
 
 A frame is written with one ``write`` on an O_APPEND descriptor, so a process killed mid-append
 leaves at most one incomplete frame, at the end: scanning stops there ("torn tail") and that
@@ -28,7 +28,7 @@ import os
 import struct
 import zlib
 
-from icrl.data.index import EpisodeRef, parse_row, row_dict
+from icrl.store.index import EpisodeRef, parse_row, row_dict
 from icrl.errors import IcrlError
 
 FRAME_MAGIC = b"ICWF"

@@ -5,7 +5,7 @@ of one dataset, narrowed by game ids, roles, an SQL condition over the ``games``
 xlogfile columns: ``role``, ``race``, ``points``, ``turns``, ``death``, ``maxlvl``, ...) and a
 count. The preflight then checks every ttyrec of every chosen game without decoding it (exists,
 same size as when indexed, intact bz2 header and end-of-stream marker; optionally a full bz2 CRC
-pass), because nle's converter drops a bad file without a word (see icrl.data.nld_bz2).
+pass), because nle's converter drops a bad file without a word (see icrl.nld.integrity).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from icrl.data.nld_bz2 import full_problem, quick_problem
-from icrl.data.nld_index import check_db, role_abbrev, role_name
+from icrl.nld.integrity import full_problem, quick_problem
+from icrl.nld.index import check_db, role_abbrev, role_name
 from icrl.errors import IcrlError
 
 

@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from icrl.data.episode import Episode
-from icrl.data.nld_segments import GameCutter, RowCutter
-from icrl.data.nld_select import GameFiles, GameSkip, Selection, preflight
+from icrl.store.episode import Episode
+from icrl.nld.segments import GameCutter, RowCutter
+from icrl.nld.selection import GameFiles, GameSkip, Selection, preflight
 from icrl.errors import IcrlError
 
 
@@ -111,7 +111,7 @@ class _Writer(threading.Thread):
             yield item
 
     def run(self) -> None:
-        from icrl.data.store import ShardWriter
+        from icrl.store.writer import ShardWriter
 
         try:
             with ShardWriter(self.store_path, self.writer_name, **self.kwargs) as w:
@@ -207,13 +207,14 @@ def convert(selection: Selection, store_path: str | Path, *, segment_length: int
     ``segment_length`` frames per episode; ``batch_size`` games decoded at once (rows of
     TtyrecDataset, dealt to ``streams`` datasets that decode in turn) by ``threads`` threads;
     ``seq_length`` frames per row per batch; ``writers`` threads compress and append
-    (``compression``: a codec of icrl.data.codec); ``fsync`` makes each append survive a power
+    (``compression``: a codec of icrl.store.codec); ``fsync`` makes each append survive a power
     cut, not only a crash; ``full_bz2`` checks bzip2 CRCs of every
     file before decoding. ``progress(report, games_total)`` is called after each batch.
     """
     import nle.dataset as nld
 
-    from icrl.data.store import TrajectoryStore, create_store
+    from icrl.store.layout import create_store
+    from icrl.store.reader import TrajectoryStore
 
     for name, value, low in (("--segment-length", segment_length, 1), ("--batch-size", batch_size, 1),
                              ("--seq-length", seq_length, 1), ("--threads", threads, 1), ("--streams", streams, 1),

@@ -5,7 +5,7 @@
     icrl collect --recipe datasets/minihack-train.yaml [--set levels=1000] [--workers 8]
     icrl play MiniHack-MazeWalk-15x15-v0 --split heldout --level 3 --out data/minihack-human
 
-A recipe (``datasets/*.yaml``) holds ``icrl.data.collect.CollectConfig`` fields; ``--set k=v`` and
+A recipe (``datasets/*.yaml``) holds ``icrl.collect.run.CollectConfig`` fields; ``--set k=v`` and
 the flags override it (flags last). Re-running the same command resumes: stored episodes are skipped.
 Exit status: 0 when every planned episode was stored or given up, 1 when a worker died or the run
 was interrupted (run it again to finish), 2 for bad input.
@@ -63,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def load_collect_config(args: argparse.Namespace) -> tuple[Any, str]:
     """The CollectConfig of a recipe, ``--set`` overrides and flags; and a name for error messages."""
     from icrl.config import apply_overrides, read_yaml, validate
-    from icrl.data.collect import CollectConfig, resolve_recipe_path
+    from icrl.collect.config import CollectConfig, resolve_recipe_path
 
     data: dict[str, Any] = {}
     source = "command line"
@@ -152,7 +152,7 @@ class CollectProgress:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from icrl.data.collect import run_collection
+    from icrl.collect.run import run_collection
     from icrl.errors import IcrlError
 
     if args.log_every <= 0:
@@ -168,7 +168,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_play(args: argparse.Namespace) -> int:
-    from icrl.data.play import play_in_terminal
+    from icrl.collect.play import play_in_terminal
     from icrl.errors import IcrlError
 
     if not 0.0 <= args.sticky <= 1.0:

@@ -1,0 +1,1 @@
+"""Expert collection into a trajectory store (``icrl collect``), its recipes, and human play (``icrl play``)."""
