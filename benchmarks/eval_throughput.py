@@ -1,92 +1,139 @@
-"""Evaluation throughput: env steps/s of model rollouts with the shared-prefix KV cache vs full
-recomputation of the context at every step, and N batched envs vs one env at a time, in one run;
-plus the KV-cache bytes per level at the quickstart's context length.
+"""Evaluation throughput: episodes/s of a quickstart-shaped few-shot evaluation, one level at a time
+with envs built for every (level, method, k) as the evaluator did before batching (``old``), against
+the batched evaluator (a task's envs built once, all L levels x N episodes of a (method, k) as one
+batch: ``batched``), in one run; plus the batched evaluator one level at a time (``per-level``: envs
+reused, N rows) and N levels at a time (``batch-N``), which separate the gains.
 
-The model is the quickstart's shape (1M preset, max_tokens 384, eval_tokens 512) with fresh weights:
-speed does not depend on what the weights are. Demos are 2 synthetic MiniHack-like episodes of 60
-steps; rollouts are on MiniHack-MazeWalk-15x15-v0, sampling actions.
+Shape (the quickstart's): the ``icl`` method (``--methods`` adds the baselines), a fresh 1M model
+(weights do not change speed) with the quickstart's layout (E = 3 episodes of up to W = 64 steps in
+T = 192, 2 tokens per step, ``action_sees_obs``), greedy; k in {0, 1, 2}; L levels x 5 episodes of
+each task; episodes end at the env's end, W steps (the model) or 128 (``--max-steps``). Demos: a
+store made by ``icrl collect`` (``--demos``), else synthetic episodes of 60 steps in a temporary
+store. Each mode first plays 2-step rollouts of the same shapes so compilation is not timed (its
+seconds are printed apart); then ``--repeats`` interleaved rounds, each mode's best reported, since
+a shared machine's load changes from one minute to the next. It also says whether every mode
+played the same episodes (it should: a row's randomness is its own).
 
-    uv run python benchmarks/eval_throughput.py [--steps 32] [--envs 5]
+    .venv/bin/python benchmarks/eval_throughput.py [--levels 16] [--tasks T ...] [--demos STORE]
+    .venv/bin/python benchmarks/eval_throughput.py --modes old batched batch-4 \
+        --methods icl,hashmap,random,expert,finetune
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 
-import numpy as np
+TASKS = ("MiniHack-MazeWalk-15x15-v0", "MiniHack-Labyrinth-Small-v0")
+MODES = ("old", "per-level", "batched")
 
-TASK = "MiniHack-MazeWalk-15x15-v0"
+
+def synthetic_store(path: str, tasks, levels: int, episodes: int = 3, length: int = 60) -> str:
+    from icrl.data.synthetic import write_synthetic
+    from icrl.store.reader import TrajectoryStore
+
+    TrajectoryStore.create(path).close()
+    write_synthetic(path, "bench", [("nethack", t, lv, ep, length) for t in tasks for lv in range(levels)
+                                    for ep in range(episodes)])
+    return path
 
 
-def rollout_rate(policy, num_envs: int, steps: int, demos, warmup: int = 2) -> float:
-    """Env steps/s of ``steps`` steps of ``num_envs`` envs of one level (compile excluded)."""
-    from icrl.envs import make_vector_env
+def play(mode: str, cfg, plan, methods, store) -> list[dict]:
+    """One evaluation in ``mode``: ``old`` calls the evaluator once per (level, method, k), so envs
+    are built for each, as the evaluator before batching did; ``per-level`` reuses a task's envs and
+    plays one level at a time; ``batched`` plays all of a task's levels at once; ``batch-N`` N levels
+    at a time."""
+    from icrl.eval.evaluate import Method, evaluate, shots_of
 
-    with make_vector_env(TASK, num_envs) as venv:
-        rng = np.random.default_rng(0)
-        policy.start(venv.spec, demos, num_envs, rng)
-        obs = venv.reset([0] * num_envs)
-        live = np.ones(num_envs, bool)
-        start = None
-        for t in range(warmup + steps):
-            if t == warmup:
-                start = time.perf_counter()
-            actions = policy.act(obs, live)
-            out = venv.step(actions)
-            policy.record(actions, out.reward, out.done)
-            obs = out.obs
-            if out.done.any():  # keep every env busy: restart finished ones on the same level
-                obs = venv.reset([0] * num_envs, mask=out.done)
-        return steps * num_envs / (time.perf_counter() - start)
+    if mode == "batched":
+        return evaluate(cfg, plan, methods, store)
+    if mode == "per-level" or mode.startswith("batch-"):
+        size = 1 if mode == "per-level" else int(mode.split("-")[1])
+        return evaluate(cfg.model_copy(update={"level_batch": size}), plan, methods, store)
+    rows = []
+    for task, levels in plan.items():
+        for level in levels:
+            for name, method in methods.items():
+                for k in shots_of(method, cfg):
+                    rows += evaluate(cfg, {task: [level]}, {name: Method(method.policy, shots=[k])}, store)
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=32, help="measured steps per figure")
-    parser.add_argument("--envs", type=int, default=5, help="batched envs (the protocol's 5 episodes)")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS))
+    parser.add_argument("--levels", type=int, default=16, help="levels per task (quickstart: 16)")
+    parser.add_argument("--episodes", type=int, default=5, help="rollouts per level and k (quickstart: 5)")
+    parser.add_argument("--demos", help="demo store (icrl collect); default: synthetic demos")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), help=f"of {', '.join(MODES)}, batch-N")
+    parser.add_argument("--methods", default="icl", help="comma-separated: icl (default) or any of "
+                        "icl,hashmap,random,expert,finetune (the quickstart's evaluation)")
+    parser.add_argument("--max-steps", type=int, default=128, help="episode step limit (quickstart: 128)")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="rounds over the modes, interleaved; each mode's best round is reported (a shared "
+                             "machine's load varies from one minute to the next)")
     args = parser.parse_args()
 
     import jax
     from flax import nnx
 
-    from icrl.data.synthetic import nethack_episode
+    from icrl.data.layout import ContextLayout
+    from icrl.eval.evaluate import EvalConfig, Method, plan_levels
+    from icrl.eval.finetune import FinetunePolicy
+    from icrl.eval.methods import method_shots
     from icrl.eval.model_policy import ModelPolicy
-    from icrl.model.cache import tile
+    from icrl.eval.policies import ExpertPolicy, HashmapPolicy, RandomPolicy
     from icrl.model.config import ModelConfig
     from icrl.model.decoding import Decoder
     from icrl.model.model import ICRLModel
+    from icrl.store.reader import TrajectoryStore
 
-    cfg = ModelConfig(preset="1M", max_tokens=384, eval_tokens=512, dropout=0.0)
-    decoder = Decoder(ICRLModel(cfg, rngs=nnx.Rngs(0)))
-    demos = [nethack_episode(i, task=TASK, level=0, length=60) for i in range(2)]
-    print(f"device: {jax.devices()[0].platform}; 1M preset, evaluation context {cfg.eval_budget} tokens; "
-          f"2 demos x 60 steps in context; {args.steps} measured steps")
-
-    rates = {}
-    for name, use_cache, n in (("KV cache, batched", True, args.envs), ("KV cache, one env", True, 1),
-                               ("recompute, batched", False, args.envs), ("recompute, one env", False, 1)):
-        rates[name] = rollout_rate(ModelPolicy(decoder, cfg, use_cache=use_cache), n, args.steps, demos)
-    print(f"{'mode':24s} {'env steps/s':>12s}")
-    for name, rate in rates.items():
-        print(f"{name:24s} {rate:12.1f}")
-    print(f"KV cache vs recomputation (batched {args.envs}): "
-          f"{rates['KV cache, batched'] / rates['recompute, batched']:.1f}x")
-    print(f"batched {args.envs} vs one env at a time (KV cache): "
-          f"{rates['KV cache, batched'] / rates['KV cache, one env']:.1f}x")
-
-    # The cache a level needs: the demos' prefix, tiled to the envs that roll out from it.
-    policy = ModelPolicy(decoder, cfg)
-    from icrl.envs import make_env
-
-    env = make_env(TASK)
-    policy.start(env.spec, demos, args.envs, np.random.default_rng(0))
-    env.close()
-    leaves = jax.tree.leaves(policy.cache)
-    per_level = sum(x.nbytes for x in leaves)
-    prefix = sum(x.nbytes for x in jax.tree.leaves(tile(jax.tree.map(lambda a: a[:1], policy.cache), 1)))
-    print(f"KV cache per level ({args.envs} rollouts, capacity {cfg.eval_budget} tokens): "
-          f"{per_level / 2**20:.2f} MiB ({prefix / 2**20:.2f} MiB per rollout)")
+    layout = ContextLayout(episodes=3, window=64, context_steps=192, tokens_per_step=2, positions="rope")
+    model_cfg = ModelConfig(preset="1M", max_tokens=384, dropout=0.0, action_sees_obs=True)
+    model = ICRLModel(model_cfg, rngs=nnx.Rngs(0))
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    make = {"icl": lambda: ModelPolicy(Decoder(model), layout, "icl", greedy=True), "hashmap": HashmapPolicy,
+            "random": RandomPolicy, "expert": ExpertPolicy,
+            "finetune": lambda: FinetunePolicy(model, model_cfg, layout, steps=20, greedy=True)}
+    plays = method_shots(names, [0, 1, 2])
+    methods = {m: Method(make[m](), shots=plays[m]) for m in names}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = TrajectoryStore(args.demos or synthetic_store(f"{tmp}/demos", args.tasks, args.levels))
+        cfg = EvalConfig(demos=str(store.root), shots=[0, 1, 2], levels=args.levels, episodes=args.episodes,
+                         sticky=0.2, max_steps=args.max_steps)
+        plan = plan_levels(cfg, args.tasks, store, max(cfg.shots), log=print)
+        n = sum(len(v) for v in plan.values()) * args.episodes * sum(len(v) for v in plays.values())
+        print(f"device: {jax.devices()[0].platform}; {', '.join(plan)}: {sum(len(v) for v in plan.values())} "
+              f"task-levels x {args.episodes} episodes, {', '.join(f'{m} k={plays[m]}' for m in names)}: {n} "
+              f"episodes (1M model, greedy, window {layout.window}, max {args.max_steps} steps); demos: "
+              f"{'synthetic' if not args.demos else args.demos}; best of {args.repeats} interleaved rounds")
+        warm, times, steps, results = {}, {m: [] for m in args.modes}, {}, {}
+        for mode in args.modes:
+            start = time.perf_counter()
+            play(mode, cfg.model_copy(update={"max_steps": 2}), plan, methods, store)  # compile these shapes
+            warm[mode] = time.perf_counter() - start
+        for _ in range(args.repeats):
+            for mode in args.modes:
+                start = time.perf_counter()
+                rows = play(mode, cfg, plan, methods, store)
+                times[mode].append(time.perf_counter() - start)
+                assert len(rows) == n
+                steps[mode] = sum(r["length"] for r in rows)
+                results[mode] = sorted((r["task"], r["level"], r["method"], r["k"], r["episode"], r["return"],
+                                        r["length"]) for r in rows)
+        rates = {m: n / min(t) for m, t in times.items()}
+        for mode in args.modes:
+            best = min(times[mode])
+            print(f"{mode:10s} {n} episodes ({steps[mode]} env steps) in {best:6.1f} s (rounds: "
+                  f"{', '.join(f'{t:.1f}' for t in times[mode])}): {rates[mode]:6.2f} episodes/s, "
+                  f"{steps[mode] / best:7.1f} env steps/s; compile and warm-up {warm[mode]:.1f} s", flush=True)
+        same = len({tuple(r) for r in results.values()}) == 1
+        print(f"same episodes in every mode: {'yes' if same else 'NO'}")
+        for mode in args.modes:
+            if mode != "old" and "old" in rates:
+                print(f"{mode} vs old: {rates[mode] / rates['old']:.2f}x episodes/s")
+        store.close()
 
 
 if __name__ == "__main__":

@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     except IcrlError as err:
         print(f"icrl {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Commands that write keep what they finished (durable appends, atomic files): say so in
+        # one line instead of a traceback through whatever was running.
+        print(f"icrl {args.command}: interrupted", file=sys.stderr)
+        return 130
     return int(code or 0)
 
 

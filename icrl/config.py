@@ -64,24 +64,30 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     out = _deep_copy(data)
     for text in overrides:
         path, value = parse_override(text)
-        node: Any = out
-        for depth, part in enumerate(path):
-            last = depth == len(path) - 1
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise ConfigError(f"override {text!r}: {part!r} is not an index of a list of {len(node)}")
-                key: Any = int(part)
-            elif isinstance(node, dict):
-                key = part
-            else:
-                raise ConfigError(f"override {text!r}: {path[depth - 1]!r} is a value, not a section")
-            if last:
-                node[key] = value
-            else:
-                if isinstance(node, dict) and node.get(key) is None:
-                    node[key] = {}
-                node = node[key]
+        set_dotted(out, path, value, f"override {text!r}")
     return out
+
+
+def set_dotted(data: dict[str, Any], path: list[str], value: Any, what: str) -> None:
+    """Set ``data[path[0]][path[1]]...`` to ``value`` in place, making sections as needed (a number
+    indexes a list); ``what`` names the setting in errors."""
+    node: Any = data
+    for depth, part in enumerate(path):
+        last = depth == len(path) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"{what}: {part!r} is not an index of a list of {len(node)}")
+            key: Any = int(part)
+        elif isinstance(node, dict):
+            key = part
+        else:
+            raise ConfigError(f"{what}: {path[depth - 1]!r} is a value, not a section")
+        if last:
+            node[key] = value
+        else:
+            if isinstance(node, dict) and node.get(key) is None:
+                node[key] = {}
+            node = node[key]
 
 
 def _deep_copy(data: Any) -> Any:
@@ -108,28 +114,72 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+# Union members pydantic adds to an error's location ("str", "list[str]", "function-after[...]"):
+# not keys of the config.
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "list", "dict", "tuple", "set"})
+
+
+def _is_union_tag(part: object) -> bool:
+    return isinstance(part, str) and (part in _TYPE_TAGS or "[" in part or part.startswith("function-"))
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def validate(cls: type[C], data: dict[str, Any], source: str) -> C:
-    """Validate ``data`` into ``cls``; errors name ``source`` (a file), the dotted key and value."""
+    """Validate ``data`` into ``cls``; errors name ``source`` (a file), the dotted key and value.
+
+    One line per key at fault. A check across fields (a model validator) names its fields in its
+    message, so its line shows that message, not the whole section it was given.
+    """
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        lines = []
+        lines: dict[str, str] = {}
+        messages: dict[str, list[str]] = {}
         for e in err.errors():
-            key = ".".join(str(p) for p in e["loc"]) or "<root>"
+            key = ".".join(str(p) for p in e["loc"] if not _is_union_tag(p))
+            msg = e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+            value = e.get("input")
             if e["type"] == "extra_forbidden":
-                lines.append(f"{source}: unknown key {key!r} (value {e['input']!r})")
+                lines[key] = f"{source}: unknown key {key!r} (value {_short(value)})"
+                continue
+            if e["type"] == "missing":
+                lines[key] = f"{source}: {key}: missing (a required key)"
+                continue
+            messages.setdefault(key, [])
+            if msg not in messages[key]:
+                messages[key].append(msg)  # a union: one message per member type
+            either = " or ".join(messages[key])
+            if isinstance(value, (dict, list)) and e["type"] in ("value_error", "assertion_error"):
+                lines[key] = f"{source}: {key or 'top level'}: {either}"
             else:
-                lines.append(f"{source}: {key} = {e.get('input')!r}: {e['msg']}")
-        raise ConfigError("\n".join(lines)) from None
+                lines[key] = f"{source}: {key} = {_short(value)}: {either}"
+        raise ConfigError("\n".join(lines.values())) from None
 
 
-def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] = ()) -> C:
-    """Load ``cls`` from a YAML file (or defaults when ``path`` is None) plus dotted overrides."""
+def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] = (),
+                values: dict[str, tuple[str, Any]] | None = None) -> C:
+    """Load ``cls`` from a YAML file (or defaults when ``path`` is None) plus dotted overrides.
+
+    ``values``: dotted key -> (flag, value) of command-line flags (``--name`` -> ``name``), set
+    after the overrides as they are (not parsed as YAML: ``--name 2024`` is the string "2024")
+    and named by their flag in errors.
+    """
     data = read_yaml(path) if path is not None else {}
+    data = apply_overrides(data, list(overrides))
+    flags = []
+    for key, (flag, value) in (values or {}).items():
+        set_dotted(data, key.split("."), value, flag)
+        if flag not in flags:
+            flags.append(flag)
     source = str(path) if path is not None else "<defaults>"
-    if overrides:
-        source += " (with --set " + " ".join(overrides) + ")"
-    return validate(cls, apply_overrides(data, list(overrides)), source)
+    given = [f"--set {o}" for o in overrides] + flags
+    if given:
+        source += " (with " + " ".join(given) + ")"
+    return validate(cls, data, source)
 
 
 def dump_config(config: ConfigBase) -> str:

@@ -1,13 +1,8 @@
-"""``icrl collect`` and ``icrl play``: level seeds, recipes, workers, resume, failures, SIGKILL, play."""
+"""``icrl collect`` and ``icrl play``: level seeds, recipes, workers, resume, failures, play (kills of a
+run or a worker: tests/test_faults.py)."""
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -150,84 +145,7 @@ def test_failed_episodes_are_dropped_or_kept(tmp_path: Path) -> None:
     assert all(r.truncated for r in refs if not r.success)
 
 
-@pytest.mark.slow
-def test_a_killed_worker_is_reported_and_a_rerun_completes(tmp_path: Path) -> None:
-    out = tmp_path / "s"
-    killed: list[int] = []
-
-    def kill_one(ev: object) -> None:
-        if not killed:
-            victim = mp.active_children()[0]
-            killed.append(victim.pid)
-            os.kill(victim.pid, signal.SIGKILL)
-
-    cfg = small(out, tasks=[MAZE], levels=12, workers=2)
-    report = run_collection(cfg, on_event=kill_one)
-    assert len(report.dead_workers) == 1 and f"pid {killed[0]}" in report.dead_workers[0]
-    assert "signal 9" in report.dead_workers[0] and not report.complete
-    assert "run the same command again" in report.summary()
-    assert verify_store(out).ok
-    rest = run_collection(cfg.model_copy(update={"workers": 0}))
-    assert rest.complete and rest.already_stored == report.stored
-    keys = stored_keys(out)
-    assert len(keys) == len(set(keys)) == 24 - len(report.gave_up) - len(rest.gave_up)
-
-
-def children(pid: int) -> list[int]:
-    """Pids of the live child processes of ``pid`` (from /proc)."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out.append(int(stat.parent.name))
-    return out
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie waiting to be reaped does not)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-@pytest.mark.slow
-def test_sigkill_mid_run_loses_only_unfinished_episodes(tmp_path: Path) -> None:
-    out = tmp_path / "s"
-    argv = [sys.executable, "-m", "icrl.cli", "collect", "--suite", "minihack", "--split", "heldout",
-            "--tasks", "MiniHack-MazeWalk-15x15-v0", "--levels", "20", "--episodes-per-level", "2",
-            "--sticky", "0.2", "--workers", "2", "--out", str(out), "--quiet"]
-    proc = subprocess.Popen(argv, cwd=REPO, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    seen, deadline = 0, time.monotonic() + 120
-    while seen < 4 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-        if (out / "icrl-store.json").exists():
-            seen = len(TrajectoryStore(out))
-    assert proc.poll() is None, proc.communicate()
-    workers = children(proc.pid)
-    assert len(workers) >= 2
-    os.kill(proc.pid, signal.SIGKILL)  # `kill -9` of icrl collect: its workers die with it, mid-episode
-    proc.wait()
-    deadline = time.monotonic() + 10
-    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(alive(pid) for pid in workers)  # no orphan goes on writing
-    report = verify_store(out)
-    assert report.ok, [str(p) for p in report.problems]
-    after_kill = stored_keys(out)
-    assert seen <= len(after_kill) < 40 and len(after_kill) == len(set(after_kill))
-
-    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert f"{len(after_kill)} already stored" in done.stdout
-    keys = stored_keys(out)
-    assert len(keys) == len(set(keys)) and set(after_kill) <= set(keys)
-    gave_up = int(done.stdout.split("episodes given up ")[1].split()[0])
-    assert len(keys) == 40 - gave_up
-    assert verify_store(out).ok
+# A worker or the whole run killed (SIGKILL, SIGTERM): tests/test_faults.py.
 
 
 # --------------------------------------------------------------------------------------- play

@@ -1,4 +1,5 @@
-"""``icrl data inspect`` and ``icrl data verify``: figures, exit codes, and damage named."""
+"""``icrl data inspect``, ``verify`` and ``repair``: figures, exit codes, and damage named (repairs of
+each kind of damage: tests/test_faults.py)."""
 
 from __future__ import annotations
 
@@ -62,12 +63,22 @@ def test_verify_fails_on_a_truncated_shard(store_path: Path, capsys: pytest.Capt
     assert f"DAMAGED: {shard}:" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("action", ["inspect", "verify"])
+@pytest.mark.parametrize("action", ["inspect", "verify", "repair"])
 def test_bad_store_paths_exit_2_naming_the_path(tmp_path: Path, action: str, capsys: pytest.CaptureFixture) -> None:
     assert main(["data", action, str(tmp_path / "nope")]) == 2
     assert f"{tmp_path / 'nope'}: no such trajectory store" in capsys.readouterr().err
     assert main(["data", action, str(tmp_path)]) == 2
     assert f"{tmp_path}: not a trajectory store" in capsys.readouterr().err
+
+
+def test_repair_of_a_sound_store_changes_nothing(store_path: Path, capsys: pytest.CaptureFixture) -> None:
+    files = sorted((p.relative_to(store_path), p.read_bytes()) for p in store_path.rglob("*") if p.is_file()
+                   and p.name != "write.lock")
+    assert main(["data", "repair", str(store_path)]) == 0
+    assert f"nothing to repair: 8 episodes; the index and the files of {store_path} agree" in capsys.readouterr().out
+    assert sorted((p.relative_to(store_path), p.read_bytes()) for p in store_path.rglob("*") if p.is_file()
+                  and p.name != "write.lock") == files
+    assert not (store_path / "damaged").exists()
 
 
 def test_inspect_names_a_corrupt_index(store_path: Path, capsys: pytest.CaptureFixture) -> None:

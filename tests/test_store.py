@@ -21,6 +21,7 @@ import pytest
 from icrl.store.codec import RecordError, decode_episode, encode_episode
 from icrl.store.episode import Episode, episode_equal
 from icrl.store.layout import recover_journals
+from icrl.store.lock import WriteLock
 from icrl.store.reader import TrajectoryStore, open_store
 from icrl.store.writer import ShardWriter
 from icrl.data.synthetic import episode_spec, nethack_episode, procgen_episode, write_synthetic
@@ -163,19 +164,23 @@ def test_appended_episodes_are_visible_before_sealing_and_refs_survive_it(tmp_pa
 
 
 def test_two_writer_processes_make_one_consistent_store(tmp_path: Path) -> None:
+    # Two processes of one run (as icrl collect's workers): the parent holds the store's write
+    # lock, the workers write under its token.
     path = tmp_path / "s"
     TrajectoryStore.create(path)
     ctx = multiprocessing.get_context("spawn")
     jobs = []
+    lock = WriteLock.acquire(path, "test run")
     for k in range(2):
         specs = [("nethack", f"Task{k}", lv, e, 12) for lv in range(5) for e in range(3)]
         jobs.append((specs, ctx.Process(target=write_synthetic, args=(str(path), f"proc{k}", specs),
-                                        kwargs={"max_shard_episodes": 4, "fsync": True})))
+                                        kwargs={"max_shard_episodes": 4, "fsync": True, "lock": lock.token})))
     for _, p in jobs:
         p.start()
     for _, p in jobs:
         p.join(120)
         assert p.exitcode == 0
+    lock.release()
     store = TrajectoryStore(path)
     expected = sorted((t, lv, e) for specs, _ in jobs for _, t, lv, e, _ in specs)
     assert sorted((r.task, r.level, r.episode) for r in store.refs) == expected

@@ -233,3 +233,16 @@ def test_one_process_without_a_cluster_or_coordinator():
     if os.environ.get("SLURM_NTASKS", "1") == "1" and os.environ.get("OMPI_COMM_WORLD_SIZE", "1") == "1":
         info = initialize(DistributedConfig())
         assert (info.how, info.process_index, info.process_count) == ("single", 0, 1)
+
+
+def test_seeds_train_one_run_per_seed_with_shifted_seeds(tmp_path, store):
+    from icrl.cli import build_parser
+    from icrl.train.commands import _config
+
+    path = write_config(tmp_path / "c.yaml", tiny_config(store, tmp_path))
+    args = build_parser().parse_args(["train", str(path), "--seeds", "3", "--set", "seed=5", "--name", "qs"])
+    runs = [_config(args, i) for i in range(3)]
+    assert [c.name for c in runs] == ["qs-seed0", "qs-seed1", "qs-seed2"]
+    assert [c.seed for c in runs] == [5, 6, 7]
+    assert [c.data.seed for c in runs] == [runs[0].data.seed + i for i in range(3)]
+    assert runs[0].model == runs[2].model and runs[0].train == runs[2].train  # only the seeds differ

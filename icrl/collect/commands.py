@@ -44,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="worker processes; 0 plays in this process (default 1)")
     p.add_argument("--seed", type=int, help="seed of sticky actions and expert tie-breaks (default 0)")
     p.add_argument("--out", help="trajectory store to append to (created if missing)")
+    p.add_argument("--wait", action="store_true",
+                   help="if another command is writing the store, wait for it to finish (default: stop, naming it)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.add_argument("--log-every", type=float, default=10.0, metavar="SECONDS",
                    help="without a terminal: a progress line every SECONDS (default 10)")
@@ -159,8 +161,14 @@ def cmd_collect(args: argparse.Namespace) -> int:
         raise IcrlError(f"--log-every must be positive, got {args.log_every}")
     cfg, source = load_collect_config(args)
     progress = CollectProgress(quiet=args.quiet, log_every=args.log_every)
+
+    def on_wait(holder: str) -> None:
+        progress.console.print(f"collect: {cfg.out} is being written by {holder}; waiting for it to finish",
+                               highlight=False, soft_wrap=True)
+
     try:
-        report = run_collection(cfg, on_start=progress.start, tick=progress.tick, source=source)
+        report = run_collection(cfg, on_start=progress.start, tick=progress.tick, source=source,
+                                wait=args.wait, on_wait=on_wait)
     finally:
         progress.close()
     print(report.summary(), flush=True)

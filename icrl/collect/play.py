@@ -110,6 +110,7 @@ def play_level(task: str, level_index: int, out: str | os.PathLike, read_key: Re
                split: str = "heldout", sticky: float = 0.0, max_steps: int | None = None,
                keep_failed: bool = False, seed: int = 0) -> PlayOutcome:
     """Play level ``level_index`` of ``split`` of ``task`` and store the episode (see module doc)."""
+    from icrl.store.lock import StoreLocked, lock_holder
     from icrl.store.reader import TrajectoryStore
     from icrl.store.writer import ShardWriter
     from icrl.envs import domain_of, make_env
@@ -119,6 +120,9 @@ def play_level(task: str, level_index: int, out: str | os.PathLike, read_key: Re
     level = level_seed(split, level_index)
     with TrajectoryStore.create(out) as store:
         episode = next_episode_number(store, task, level)
+    holder = lock_holder(out)
+    if holder is not None:  # before the level is played, not when the demo is saved
+        raise StoreLocked(f"{out}: the store is being written by {holder}; play once it has finished")
     sticky_seed, _ = attempt_seeds(seed, task, level, episode, 0)
     env = make_env(task, sticky_p=sticky, max_steps=max_steps, seed=sticky_seed)
     try:
@@ -130,7 +134,12 @@ def play_level(task: str, level_index: int, out: str | os.PathLike, read_key: Re
     if not (success or keep_failed):
         return PlayOutcome(ep, False, False, level, f"not solved after {ep.length} steps: not saved "
                                                     "(--keep-failed stores failed episodes)")
-    with ShardWriter(out, "play") as writer:
+    with ShardWriter(out, "play", wait=True) as writer:  # a command started meanwhile: wait, keep the demo
+        # Under the store's write lock now: if another command stored this episode number while
+        # the level was played, this demo takes the next one.
+        with TrajectoryStore(out) as store:
+            episode = next_episode_number(store, task, level) if store.contains(task, level, episode) else episode
+        ep = dataclasses.replace(ep, episode=episode)
         writer.append(ep)
     return PlayOutcome(ep, success, True, level, f"{'solved' if success else 'not solved'} in {ep.length} steps: "
                                                  f"saved to {out} as {task} level {level} episode {episode}")

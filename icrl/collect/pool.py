@@ -62,7 +62,8 @@ def worker_main(index: int, conn: Connection, settings: PlaySettings, parent_pid
         return stopped
 
     try:
-        writer = ShardWriter(settings.store, f"collect-w{index}")
+        # Under the parent's write lock: the run holds it, its workers only show its token.
+        writer = ShardWriter(settings.store, f"collect-w{index}", lock=settings.lock)
         while not stopped:
             msg = conn.recv()
             if msg is None or msg == STOP:

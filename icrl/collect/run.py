@@ -18,6 +18,10 @@ changed).
 Resume. Before starting, the store is read once and every (task, level, episode) already in it is
 skipped; only missing episodes are played. A killed run loses only the episodes being played.
 
+One run at a time. The run holds the store's write lock (``icrl.store.lock``) from before its plan
+to its last append, so a second run cannot plan from the same snapshot and store every episode
+twice: it stops naming the first (or, with ``wait``, waits and then finds the episodes stored).
+
 Workers. ``workers`` processes (``spawn``: safe when the parent has JAX or threads) each own their
 envs, their expert and one ``ShardWriter`` for the whole run (``icrl.collect.pool``); the run
 reports what is unfinished. ``workers=0`` plays in the calling process (debugging, tiny runs).
@@ -66,35 +70,43 @@ def check_experts(tasks: Sequence[str]) -> None:
 
 def run_collection(cfg: CollectConfig, *, on_event: Callable[[Event], None] = lambda ev: None,
                    on_start: Callable[[CollectReport], None] = lambda r: None,
-                   tick: Callable[[], None] = lambda: None, source: str = "collect config") -> CollectReport:
+                   tick: Callable[[], None] = lambda: None, source: str = "collect config",
+                   wait: bool = False, on_wait: Callable[[str], None] | None = None) -> CollectReport:
     """Collect the episodes ``cfg`` asks for that the store lacks; returns what was done.
 
     ``on_start`` gets the report once the plan is known (``planned`` set); ``on_event`` gets every
-    attempt's ``Event``; ``tick`` is called at least twice a second (progress display).
+    attempt's ``Event``; ``tick`` is called at least twice a second (progress display). If another
+    command is writing the store: StoreLocked naming it, or with ``wait`` ``on_wait(holder)`` and
+    a wait until it has finished.
     """
-    from icrl.store.layout import recover_journals
+    from icrl.store.layout import create_store, recover_journals
+    from icrl.store.lock import WriteLock
     from icrl.store.reader import TrajectoryStore
 
     res = resolve(cfg, source)
     check_experts(res.tasks)
     store_path = str(cfg.out)
-    TrajectoryStore.create(store_path).close()
-    recover_journals(store_path)  # seal journals of a killed run so the plan reads sealed shards
-    with TrajectoryStore(store_path) as store:
-        units, already = plan_units(store, res.tasks, res.levels, cfg.episodes_per_level)
-    report = CollectReport(store=store_path, tasks=len(res.tasks), levels=len(res.levels),
-                           episodes_per_level=cfg.episodes_per_level, already_stored=already,
-                           planned=sum(len(u.episodes) for u in units))
-    settings = PlaySettings(store=store_path, sticky=res.sticky, max_steps=res.max_steps, seed=cfg.seed,
-                        max_attempts=cfg.max_attempts, keep_failed=cfg.keep_failed, source=cfg.source)
-    report.workers = min(cfg.workers, len(units))
-    on_start(report)
-    start = time.perf_counter()
-    if units and report.workers == 0:
-        _run_inline(units, settings, report, on_event, tick)
-    elif units:
-        run_pool(collections.deque(units), report.workers, settings, report, on_event, tick)
-    report.seconds = time.perf_counter() - start
+    create_store(store_path)
+    with WriteLock.acquire(store_path, wait=wait, on_wait=on_wait) as lock:
+        recover_journals(store_path)  # seal journals of a killed run so the plan reads sealed shards
+        # Strict: a store whose index misses episodes (a lost fragment, a damaged journal) would
+        # have them played again, as duplicates once it is repaired; it names `icrl data repair`.
+        with TrajectoryStore(store_path) as store:
+            units, already = plan_units(store, res.tasks, res.levels, cfg.episodes_per_level)
+        report = CollectReport(store=store_path, tasks=len(res.tasks), levels=len(res.levels),
+                               episodes_per_level=cfg.episodes_per_level, already_stored=already,
+                               planned=sum(len(u.episodes) for u in units))
+        settings = PlaySettings(store=store_path, sticky=res.sticky, max_steps=res.max_steps, seed=cfg.seed,
+                                max_attempts=cfg.max_attempts, keep_failed=cfg.keep_failed, source=cfg.source,
+                                lock=lock.token)
+        report.workers = min(cfg.workers, len(units))
+        on_start(report)
+        start = time.perf_counter()
+        if units and report.workers == 0:
+            _run_inline(units, settings, report, on_event, tick)
+        elif units:
+            run_pool(collections.deque(units), report.workers, settings, report, on_event, tick)
+        report.seconds = time.perf_counter() - start
     return report
 
 

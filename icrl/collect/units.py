@@ -40,6 +40,7 @@ class PlaySettings:
     max_attempts: int
     keep_failed: bool
     source: str
+    lock: str | None = None  # token of the run's store write lock (workers write under it)
 
 
 Outcome = Literal["stored", "dropped", "gave_up"]

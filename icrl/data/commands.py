@@ -1,13 +1,17 @@
 """``icrl data ...``: look at and check trajectory stores.
 
 ``icrl data inspect STORE``: episodes, steps, return and success per task, bytes per step on disk
-and the compression ratio. ``icrl data verify STORE``: read and check every record; exit 1 naming
-the file and record of any damage. Bad input (missing path, not a store, corrupt index) exits 2.
+and the compression ratio; a warning (and exit 1) wherever the index and the files disagree.
+``icrl data verify STORE``: read and check every record; exit 1 naming the file and record of any
+damage. ``icrl data repair STORE``: rebuild what can be rebuilt, set the rest aside in
+``STORE/damaged/`` (``icrl.store.repair``); exit 1 if something could not be repaired. Bad input
+(missing path, not a store, corrupt index for inspect, a store being written) exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,6 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("store", help="path of the trajectory store")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("repair", help="rebuild lost or damaged index fragments, salvage damaged journals, "
+                                      "set damage and duplicates aside in STORE/damaged/ (nothing is deleted)")
+    p.add_argument("store", help="path of the trajectory store")
+    p.add_argument("--wait", action="store_true",
+                   help="if another command is writing the store, wait for it to finish (default: stop, naming it)")
+    p.set_defaults(func=cmd_repair)
 
 
 def cmd_sequences(args: argparse.Namespace) -> int:
@@ -72,10 +83,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from icrl.store.reader import TrajectoryStore
-    from icrl.store.summary import summarize
+    from icrl.store.summary import index_warnings, summarize
 
-    with TrajectoryStore(args.store) as store:
+    with TrajectoryStore(args.store, strict=False) as store:
         s = summarize(store)
+        warnings = index_warnings(store)
     console = Console()
     if not console.is_terminal:  # piped: don't squeeze the table into 80 columns
         console = Console(width=160)
@@ -97,6 +109,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         f"records {_size(s.record_bytes)}: compression ratio {s.compression_ratio:.0f}x",
         highlight=False, soft_wrap=True,
     )
+    aside = s.path / "damaged"
+    if aside.is_dir():
+        n = sum(1 for p in aside.rglob("*") if p.is_file() and p.name != "repair-log.jsonl")
+        console.print(f"note: {aside} holds {n} files set aside by `icrl data repair` (not part of the store; "
+                      f"see {aside / 'repair-log.jsonl'})", markup=False, highlight=False, soft_wrap=True)
+    for w in warnings:
+        console.print(f"WARNING: {w}", markup=False, highlight=False, soft_wrap=True)
+    if warnings:
+        console.print(f"the index and the files of {s.path} disagree: the figures above leave out what the "
+                      f"warnings name; `icrl data repair {s.path}` rebuilds what can be rebuilt",
+                      markup=False, highlight=False, soft_wrap=True)
+        return 1
     return 0
 
 
@@ -121,5 +145,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if report.ok:
         out.print(f"OK: {summary}", markup=False)
         return 0
-    out.print(f"FAILED: {len(report.problems)} problems; {summary}", markup=False)
+    out.print(f"FAILED: {len(report.problems)} problems; {summary}; `icrl data repair {args.store}` sets "
+              f"the damage aside", markup=False)
     return 1
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    from icrl.store.repair import DAMAGED, repair_store
+
+    def on_wait(holder: str) -> None:
+        print(f"repair: {args.store} is being written by {holder}; waiting for it to finish", file=sys.stderr)
+
+    report = repair_store(args.store, wait=args.wait, on_wait=on_wait)
+    for line in report.actions:
+        print(f"  {line}")
+    for line in report.left:
+        print(f"NOT REPAIRED: {line}")
+    if not report.changed and not report.left:
+        print(f"nothing to repair: {report.episodes:,} episodes; the index and the files of {report.root} agree")
+        return 0
+    print(f"repaired {report.root}: {report.episodes:,} episodes in the store; {report.records_set_aside:,} records "
+          f"and {len(report.set_aside)} files set aside in {report.root / DAMAGED} (nothing deleted); "
+          f"{report.lost:,} episodes lost (listed by the index, readable nowhere)")
+    return 1 if report.left else 0

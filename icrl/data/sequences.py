@@ -9,6 +9,13 @@ second episode falls back to a non-bursty sequence; the fallbacks are counted (`
 
 The order of the E episodes is shuffled; steps inside an episode keep their order.
 
+NLD games are stored as pieces (``icrl.nld.segments``: level = game id, episode = piece number),
+which are not separate episodes of one level: a context that held two pieces of one game, shuffled,
+would show the model that game's future. So a sequence of an NLD task is up to E *consecutive*
+pieces of one game, in game order, each from its first step (cut to the window); a piece's
+timesteps are its true steps in the game (``TaskCatalog.offset``), and only the game's first piece
+carries the episode-start marker. p_burst does not apply to them.
+
 Cut rule for long episodes: an episode longer than ``max_episode_steps`` (default
 ``context_steps // E``) contributes a window of that many consecutive steps starting at a random
 step; its first kept step carries the episode-start marker and ``timestep`` keeps the true step
@@ -18,14 +25,15 @@ throughout. The packed sequence is padded at the end to ``context_steps``.
 Everything random is drawn from ``np.random.default_rng([seed, i])``: sequence i is a pure function
 of (seed, i, the stores' contents).
 
-Packed sequence (numpy; T = context_steps, E = episodes_per_sequence)::
+Packing is ``icrl.data.layout.pack_parts``, the one function that also lays out evaluation
+contexts. Packed sequence (numpy; T = context_steps, E = episodes_per_sequence)::
 
     obs              dict: nethack tty_chars/tty_colors [T, 24, 80] uint8, tty_cursor [T, 2] uint8;
                            procgen rgb [T, 64, 64, 3] uint8 (zeros on padding)
     actions          [T] int32   unified actions; PAD_ACTION on padding and for episodes without actions
     rewards          [T] float32
     episode_start    [T] bool    first kept step of each episode
-    timestep         [T] int32   step index within its episode (0 on padding)
+    timestep         [T] int32   step index within its episode (its game, for NLD pieces; 0 on padding)
     episode_id       [T] int32   slot 0..E-1 of the step's episode, -1 on padding
     loss_mask        [T] bool    True where the action is a training target (not padding, has actions)
     legal_mask       [VOCAB_SIZE] bool   the task's legal actions
@@ -44,9 +52,12 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from icrl.config import ConfigBase
-from icrl.store.episode import OBS_SPECS
-from icrl.envs.actions import PAD_ACTION, legal_mask
+from icrl.data.layout import Part, pack_parts
+from icrl.envs.actions import legal_mask
 from icrl.errors import IcrlError
+
+# Sources whose episodes are pieces of longer games (icrl.nld.segments), not whole episodes.
+PIECE_SOURCES = ("nld-aa", "nld-nao")
 
 
 class SourceConfig(ConfigBase):
@@ -105,6 +116,7 @@ class SequencePlan:
     rows: np.ndarray  # [n] int64 index rows, in packing order
     starts: np.ndarray  # [n] int64 first kept step of each
     lengths: np.ndarray  # [n] int64 steps kept of each
+    offsets: np.ndarray  # [n] int64 step of each episode's first step within its game (0 but for NLD pieces)
     bursty: bool  # two of its episodes share a level
     fallback: bool  # drawn bursty, but the query's level had no second episode
 
@@ -123,12 +135,25 @@ class TaskCatalog:
         self.rows_by_task: list[np.ndarray] = []
         self.levels_by_task: list[np.ndarray] = []
         self.level_rows: list[dict[int, np.ndarray]] = []
+        self.pieces: list[bool] = []  # per task: its episodes are pieces of games (never bursty)
+        self.offset = np.zeros(len(index), np.int64)  # per row: first step within its game
+        piece_codes = [c for c, name in enumerate(index.strings["source"]) if name in PIECE_SOURCES]
         for task in self.tasks:
+            # Rows in (level, episode) order, not index order: the index's order follows shard
+            # names, which hold writer pids and random ids, so two collections of the same data
+            # would otherwise give two different sequence streams.
             rows = np.flatnonzero(index.task_mask(task))
-            levels = np.unique(cols["level"][rows])
+            rows = rows[np.lexsort((cols["episode"][rows], cols["level"][rows]))]
+            levels, first = np.unique(cols["level"][rows], return_index=True)
             self.rows_by_task.append(rows)
             self.levels_by_task.append(levels)
-            self.level_rows.append({int(lv): index.rows_of(task, int(lv)) for lv in levels})
+            self.level_rows.append({int(lv): r for lv, r in zip(levels, np.split(rows, first[1:]))})
+            pieces = bool(len(rows)) and bool(np.isin(cols["source"][rows], piece_codes).all())
+            self.pieces.append(pieces)
+            if pieces:
+                for game_rows in self.level_rows[-1].values():
+                    order = game_rows[np.argsort(cols["episode"][game_rows], kind="stable")]
+                    self.offset[order] = np.cumsum(cols["length"][order]) - cols["length"][order]
         counts = np.array([len(r) for r in self.rows_by_task], dtype=np.float64)
         self.task_probs = counts / counts.sum()
         self.level = cols["level"]
@@ -139,19 +164,31 @@ class TaskCatalog:
 def check_catalog(catalog: TaskCatalog, cfg: SequenceConfig, where: str) -> None:
     """Raise IcrlError, before anything runs, if some task cannot fill a sequence.
 
-    A non-bursty sequence needs E distinct levels; a bursty one at least E - burst_episodes.
+    A non-bursty sequence needs E distinct levels. A bursty one drawn on level L takes
+    min(episodes of L - 1, burst_episodes) more episodes of L and the rest from as many other
+    levels, so with p_burst = 1 a task needs E - that many levels, at its worst level. NLD pieces
+    come from one game per sequence and need nothing more. The error names the task, what it has, and what the settings need.
     """
     E = cfg.episodes
     if E == 1:
         return
     burst = min(cfg.burst_episodes or E - 1, E - 1)
-    need = E if cfg.p_burst < 1.0 else E - burst
-    for task, levels in zip(catalog.tasks, catalog.levels_by_task):
+    for t, (task, levels) in enumerate(zip(catalog.tasks, catalog.levels_by_task)):
+        if catalog.pieces[t]:
+            continue  # consecutive pieces of one game: any game will do
+        per_level = np.array([len(catalog.level_rows[t][int(lv)]) for lv in levels])
+        if cfg.p_burst < 1.0:
+            need, why = E, f"p_burst={cfg.p_burst} < 1 draws non-bursty sequences"
+        else:
+            worst = int(min(per_level.min() - 1, burst))
+            need = E - worst
+            why = (f"its levels hold {per_level.min()} to {per_level.max()} episodes, so a bursty draw "
+                   f"takes at least {worst} more from the query's level")
         if len(levels) < need:
             raise IcrlError(
-                f"{where}: task {task!r} has episodes on {len(levels)} level(s); sequences of "
-                f"E={E} episodes with p_burst={cfg.p_burst} need at least {need} distinct levels "
-                f"(lower data.episodes_per_sequence or collect more levels)")
+                f"{where}: task {task!r} has episodes on {len(levels)} level(s); sequences of E={E} "
+                f"episodes need at least {need} distinct levels ({why}); lower data.episodes_per_sequence, "
+                f"or collect more levels (or more episodes per level) of it")
 
 
 def plan_sequence(catalogs: list[TaskCatalog], weights: np.ndarray, cfg: SequenceConfig, i: int) -> SequencePlan:
@@ -166,6 +203,14 @@ def plan_sequence(catalogs: list[TaskCatalog], weights: np.ndarray, cfg: Sequenc
     rows = [query]
     drawn_bursty = rng.random() < cfg.p_burst  # always drawn, so the stream's shape is fixed
     fallback = False
+    if cat.pieces[t]:
+        # Up to E consecutive pieces of the query's game, in game order, each from its first step.
+        game = cat.level_rows[t][level]
+        first = max(0, min(int(np.flatnonzero(game == query)[0]), len(game) - E))
+        rows_arr = game[first:first + E]
+        lengths = np.minimum(cat.length[rows_arr], cfg.window).astype(np.int64)
+        return SequencePlan(source=source, task=cat.tasks[t], rows=rows_arr, starts=np.zeros(len(rows_arr), np.int64),
+                            lengths=lengths, offsets=cat.offset[rows_arr], bursty=False, fallback=False)
     if E > 1:
         same = cat.level_rows[t][level]
         same = same[same != query]
@@ -185,42 +230,22 @@ def plan_sequence(catalogs: list[TaskCatalog], weights: np.ndarray, cfg: Sequenc
     levels = cat.level[rows_arr]
     bursty = len(np.unique(levels)) < len(levels)
     return SequencePlan(source=source, task=cat.tasks[t], rows=rows_arr, starts=starts, lengths=kept,
-                        bursty=bool(bursty), fallback=fallback)
+                        offsets=cat.offset[rows_arr], bursty=bool(bursty), fallback=fallback)
 
 
 def pack_sequence(plan: SequencePlan, episodes: list, cfg: SequenceConfig, domain: str,
                   legal: np.ndarray, index: int, task_id: int) -> dict[str, np.ndarray | dict]:
     """Lay the planned episodes (``Episode`` objects, in plan order) end to end into one sequence."""
-    T, E = cfg.context_steps, cfg.episodes
-    spec = OBS_SPECS[domain]
-    obs = {k: np.zeros((T, *shape), dtype) for k, (shape, dtype) in spec.items()}
-    actions = np.full(T, PAD_ACTION, np.int32)
-    rewards = np.zeros(T, np.float32)
-    episode_start = np.zeros(T, bool)
-    timestep = np.zeros(T, np.int32)
-    episode_id = np.full(T, -1, np.int32)
-    loss_mask = np.zeros(T, bool)
-    slot = {k: np.full(E, -1, np.int64) for k in ("slot_level", "slot_episode", "slot_length", "slot_start")}
-    at = 0
-    for j, (ep, start, n) in enumerate(zip(episodes, plan.starts, plan.lengths)):
-        start, n = int(start), int(n)
-        window = slice(start, start + n)
-        dst = slice(at, at + n)
-        for k in spec:
-            obs[k][dst] = ep.observations[k][window]
-        actions[dst] = ep.actions[window] if ep.has_actions else PAD_ACTION
-        rewards[dst] = ep.rewards[window]
-        episode_start[at] = True
-        timestep[dst] = np.arange(start, start + n, dtype=np.int32)
-        episode_id[dst] = j
-        # Observation-only episodes (NLD-NAO) and unmapped keys (PAD_ACTION) are never targets.
-        loss_mask[dst] = ep.has_actions & (actions[dst] != PAD_ACTION)
-        slot["slot_level"][j], slot["slot_episode"][j] = ep.level, ep.episode
-        slot["slot_length"][j], slot["slot_start"][j] = n, start
-        at += n
+    # A part marks an episode start only where its game starts: the later pieces of an NLD game
+    # continue the piece before them.
+    parts = [Part(ep, int(s), int(n), int(o), marks_start=int(o) == 0)
+             for ep, s, n, o in zip(episodes, plan.starts, plan.lengths, plan.offsets)]
+    row = pack_parts(parts, domain, cfg.context_steps)
+    slot = {k: np.full(cfg.episodes, -1, np.int64) for k in ("slot_level", "slot_episode", "slot_length", "slot_start")}
+    for j, p in enumerate(parts):
+        slot["slot_level"][j], slot["slot_episode"][j] = p.episode.level, p.episode.episode
+        slot["slot_length"][j], slot["slot_start"][j] = p.n, p.start
     return {
-        "obs": obs, "actions": actions, "rewards": rewards, "episode_start": episode_start,
-        "timestep": timestep, "episode_id": episode_id, "loss_mask": loss_mask,
-        "legal_mask": legal_mask(legal), "index": np.int64(index), "source_id": np.int32(plan.source),
+        **row, "legal_mask": legal_mask(legal), "index": np.int64(index), "source_id": np.int32(plan.source),
         "task_id": np.int32(task_id), **slot,
     }

@@ -88,6 +88,11 @@ class NetHackEnv(Env):
         success = bool(info.get("is_ascended", False)) or (
             goal is not None and status is not None and int(status) == int(goal) and reward > 0
         )
+        # At its own step limit NLE ends the game with status ABORTED and reports it as terminated,
+        # not truncated (its truncation check runs before the step is counted). A time limit is
+        # not the end of the game: report it as truncation, as icrl's own TimeLimit does.
+        if status is not None and int(status) == int(self._nle.StepStatus.ABORTED):
+            terminated, truncated = False, True
         return self._convert(obs), float(reward), bool(terminated), bool(truncated), {"success": success}
 
     def _convert(self, obs: dict[str, np.ndarray]) -> Obs:

@@ -1,12 +1,14 @@
-"""Wrappers that change how actions are executed or how long episodes last, for any ``Env``."""
+"""Wrappers that change how actions are executed or how long episodes last, for any ``Env``, and
+sticky actions over any ``VectorEnv`` with per-row seeds chosen at reset (``StickyVectorEnv``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from icrl.envs.base import Env, Obs
+from icrl.envs.base import Env, Obs, VectorEnv, VectorStep
 
 
 def sticky(rng: np.random.Generator, p: float, action: int, previous: int | None) -> int:
@@ -72,3 +74,59 @@ class TimeLimit(Env):
 
     def close(self) -> None:
         self.env.close()
+
+
+class StickyVectorEnv(VectorEnv):
+    """Sticky actions (probability ``p``) over N batched envs built without them, each row drawing
+    from its own generator, which ``reset`` may re-seed.
+
+    Why: an evaluation reuses one vector env for every method and k; re-seeding row r at reset with
+    the seed of (level, rollout i) gives that rollout the same sticky draws whatever ran on the row
+    before (common random numbers), where generators created once per env would carry on from the
+    previous episode. Draws follow ``sticky`` exactly as ``StickyActions`` and the native Procgen
+    batch do: one per executed step of a live row, none for the first action of an episode or for
+    rows whose episode has ended, so a row with seed s plays as ``StickyActions(env, p, s)``.
+    """
+
+    def __init__(self, venv: VectorEnv, p: float, seeds: Sequence | None = None):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"sticky action probability must be in [0, 1], got {p}")
+        self.venv, self.p, self.spec, self.num_envs = venv, p, venv.spec, venv.num_envs
+        seeds = [(0, i) for i in range(self.num_envs)] if seeds is None else list(seeds)
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"{self.num_envs} envs need {self.num_envs} seeds, got {len(seeds)}")
+        self._rngs = [np.random.default_rng(s) for s in seeds]
+        self._previous: list[int | None] = [None] * self.num_envs
+        self._live = np.zeros(self.num_envs, bool)  # reset and not ended: its steps draw
+        self._legal = self.spec.legal_mask
+
+    def reset(self, levels: Sequence[int], mask: np.ndarray | None = None, seeds: Sequence | None = None) -> Obs:
+        """Reset row i to ``levels[i]`` where ``mask[i]`` (all when None); with ``seeds`` [N] (any
+        ``np.random.default_rng`` seed: int, tuple, SeedSequence), row i's generator restarts from
+        ``seeds[i]``, else it carries on."""
+        mask = np.ones(self.num_envs, bool) if mask is None else np.asarray(mask, bool)
+        if seeds is not None and len(seeds) != self.num_envs:
+            raise ValueError(f"reset needs {self.num_envs} seeds, got {len(seeds)}")
+        obs = self.venv.reset(levels, mask)
+        for i in np.flatnonzero(mask):
+            self._previous[i] = None
+            if seeds is not None:
+                self._rngs[i] = np.random.default_rng(seeds[i])
+        self._live |= mask
+        return obs
+
+    def step(self, actions: np.ndarray) -> VectorStep:
+        actions = np.asarray(actions).reshape(self.num_envs).astype(np.int64)
+        executed = actions.copy()
+        for i in np.flatnonzero(self._live):
+            a = int(actions[i])
+            if not (0 <= a < self._legal.shape[0] and self._legal[a]):
+                self.spec.native_index(a)  # raises ValueError naming the legal actions
+            executed[i] = sticky(self._rngs[i], self.p, a, self._previous[i])
+            self._previous[i] = int(executed[i])
+        out = self.venv.step(executed)
+        self._live &= ~out.done
+        return out
+
+    def close(self) -> None:
+        self.venv.close()

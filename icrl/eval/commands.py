@@ -44,8 +44,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--finetune-steps", type=int, default=20, help="gradient steps of the fine-tuning baseline")
     p.add_argument("--finetune-lr", type=float, default=1e-4, help="learning rate of the fine-tuning baseline")
     p.add_argument("--greedy", action="store_true", help="arg-max actions instead of sampling")
+    p.add_argument("--primary-k", type=int, default=1,
+                   help="the k declared before evaluating as the headline result (one of --shots; default 1)")
+    p.add_argument("--allow-train-levels", action="store_true",
+                   help="evaluate even on levels the run's training stores hold (not held out)")
+    p.add_argument("--level-batch", type=int,
+                   help="levels rolled out together, level-batch x episodes env rows (default: all of a task's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    p.add_argument("--diagnostic", action="store_true",
+                   help="only the in-context diagnostic: the demos' teacher-forced loss after same-level vs "
+                        "other-level context (no rollouts)")
     p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser("report", help="compare the evaluations of several runs side by side")
@@ -56,32 +65,62 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from icrl.store.reader import TrajectoryStore
     from icrl.envs.suite import load_suite
     from icrl.errors import IcrlError
-    from icrl.eval.evaluate import EvalConfig, evaluate
-    from icrl.eval.methods import build_methods
-    from icrl.eval.outputs import write_outputs
+    from icrl.eval.evaluate import EvalConfig, evaluate, plan_levels
+    from icrl.eval.methods import MODEL_METHODS, build_methods, check_heldout, check_methods, method_shots
+    from icrl.eval.outputs import eval_meta, write_outputs
+    from icrl.store.reader import TrajectoryStore
 
+    # Every check below comes before a model is loaded or anything is written.
     run = Path(args.run)
-    for name, value in (("--levels", args.levels), ("--episodes", args.episodes)):
+    for name, value in (("--levels", args.levels), ("--episodes", args.episodes),
+                        ("--level-batch", 1 if args.level_batch is None else args.level_batch)):
         if value < 1:
             raise IcrlError(f"{name} must be >= 1, got {value}")
+    if args.primary_k not in args.shots:
+        raise IcrlError(f"--primary-k {args.primary_k} is not one of --shots {','.join(map(str, args.shots))}")
+    if not run.is_dir():
+        raise IcrlError(f"{run}: no such run directory")
+    if args.diagnostic:
+        from icrl.eval.diagnostic import run_diagnostic
+
+        d = run_diagnostic(run, args.demos, args.step, levels=args.levels)
+        print(f"in-context diagnostic of {run} step {d['step']} on {d['queries']} held-out queries: loss "
+              f"{d['diag_same_loss']:.4f} after same-level context, {d['diag_other_loss']:.4f} after other-level "
+              f"context; gap {d['diag_gap']:+.4f} (above 0: the model reads its context)")
+        return 0
     cfg = EvalConfig(suite=args.suite, split=args.split, tasks=args.tasks, demos=args.demos, shots=args.shots,
                      levels=args.levels, episodes=args.episodes, sticky=args.sticky,
-                     max_steps=args.max_steps, seed=args.seed)
+                     max_steps=args.max_steps, seed=args.seed, level_batch=args.level_batch)
     tasks = args.tasks or load_suite(args.suite).tasks(args.split)
+    runs = {label: path for label, path in (("run", run if set(args.methods) & set(MODEL_METHODS) else None),
+                                            ("bc0", args.bc0), ("bc1", args.bc1 or args.bc0)) if path}
+    check_methods(runs, args.methods, tasks)
     demo_store = TrajectoryStore(args.demos)
+    plays = method_shots(args.methods, cfg.shots, args.bc0, args.bc1)
+    plan = plan_levels(cfg, tasks, demo_store, max((k for ks in plays.values() for k in ks), default=0), log=print)
+    if not args.allow_train_levels:
+        check_heldout(runs, plan)
 
-    methods = build_methods(run, args.methods, cfg.shots, step=args.step, greedy=args.greedy, bc0=args.bc0,
-                            bc1=args.bc1, finetune_steps=args.finetune_steps, finetune_lr=args.finetune_lr)
+    methods, layout = build_methods(run, args.methods, cfg.shots, step=args.step, greedy=args.greedy, bc0=args.bc0,
+                                    bc1=args.bc1, finetune_steps=args.finetune_steps,
+                                    finetune_lr=args.finetune_lr)
+    meta = eval_meta(layout, cfg.shots, args.primary_k)
+    for k, warnings in meta["warnings"].items():
+        for warning in warnings:
+            print(f"warning: k={k}: {warning}")
+    print(f"evaluating {sum(len(v) for v in plan.values())} task-levels x {cfg.episodes} episodes, "
+          f"k in {cfg.shots}, methods {', '.join(methods)}", flush=True)
 
-    def progress(task, level, k, name, rows):
+    def progress(task, k, name, rows):
         mean = sum(r["return"] for r in rows) / len(rows)
-        print(f"  {task} level {level} k={k} {name:9s} return {mean:+.2f}", flush=True)
+        success = sum(r["success"] for r in rows) / len(rows)
+        print(f"  {task} k={k} {name:9s} {len(rows)} episodes: return {mean:+.2f}, success {success:.0%}",
+              flush=True)
 
-    rows = evaluate(cfg, tasks, methods, demo_store, on_level=progress)
-    report = write_outputs(rows, run, cfg)
+    rows = evaluate(cfg, plan, methods, demo_store, on_batch=progress)
+    report = write_outputs(rows, run, cfg, meta)
     print(report)
     return 0
 

@@ -24,7 +24,9 @@ def load_trained(run_dir: str | Path, step: int | None = None):
     if not config_path.is_file():
         raise IcrlError(f"{run}: not a run directory (no config.yaml)")
     cfg = load_experiment(config_path)
-    ckpt = Checkpointer(run / "checkpoints", keep=10**9, async_save=False)
+    if not (run / "checkpoints").is_dir():  # checked first: opening a Checkpointer must create nothing
+        raise IcrlError(f"{run}: no checkpoint in {run / 'checkpoints'} (the folder does not exist)")
+    ckpt = Checkpointer(run / "checkpoints", read_only=True)
     try:
         steps = ckpt.all_steps()
         if not steps:

@@ -1,20 +1,28 @@
-"""The trained model as a policy: k demos in its context, then N rollouts of the same level.
+"""The trained model as a policy: each level's k demos in its context, then rollouts of that level.
 
-With ``use_cache`` (the default) the demos are prefilled once, with batch 1, into a KV cache that is
-tiled to the N rollouts, which then decode one step at a time: observation token -> action logits
--> action (and reward) token. Without it, every step recomputes the whole context (demos + each
-rollout's steps so far) with a full forward pass; both give the same actions for the same seeds,
-which the tests check, and ``benchmarks/eval_throughput.py`` measures the difference.
+A batch holds R rollout rows over L levels (``icrl.eval.policies``: row r plays with the demos of
+level ``row_demos[r]``). With ``use_cache`` (the default) the L levels' demos are prefilled once, as
+one batch of L rows, into a KV cache whose rows are then gathered to the R rollouts
+(``take_rows``: rollout r starts from its level's prefix); the rollouts decode one step at a time:
+observation token -> action logits -> action (and reward) token. Without it, every step recomputes
+each row's whole context (its level's demos + its steps so far) with a full forward pass; both give
+the same actions for the same seeds, which the tests check, and ``benchmarks/eval_throughput.py``
+measures the difference.
 
-Context budget: the demos and a rollout share ``eval_budget`` (the model config's ``eval_tokens``,
-else ``max_tokens``): the demos get the first half (kept whole while they fit, else each cut to its
-first ``window`` steps so the k demos fill it) and a rollout the second half, whatever k is. A fixed rollout limit matters: with a limit that
-grew as the demos shrank, fewer demos would mean longer rollouts and more per-step penalties, a
-difference in return that has nothing to do with learning from the demos.
+Layout: the run's saved ``ContextLayout`` (``icrl.data.layout``), the one training used. The k demos
+are laid out by the same function as training rows (``demo_row``: each demo its first W steps),
+and a rollout may last W steps, for every k, so positions and windows are those of training while
+k <= E - 1. A fixed rollout limit also matters on its own: a limit that grew as the demos shrank
+would give fewer demos longer rollouts and more per-step penalties, a difference in return that
+has nothing to do with learning from the demos.
+
+Sampling: row r draws step t's action with key fold_in(key_r, t), key_r from the row's generator,
+so its actions do not depend on the other rows of the batch.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -22,93 +30,97 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from icrl.store.episode import Episode
+from icrl.data.layout import ContextLayout, demo_row
 from icrl.envs.actions import PAD_ACTION
-from icrl.eval.policies import Policy
-from icrl.model.cache import tile
+from icrl.eval.policies import Policy, check_batch, check_model_domain
+from icrl.model.cache import take_rows
+from icrl.store.episode import OBS_SPECS, Episode
+
+# Keys of a packed row that the model reads (``icrl.model.model``'s batch format).
+MODEL_KEYS = ("obs", "actions", "rewards", "episode_start", "timestep")
 
 
-def demo_context(demos: Sequence[Episode], max_steps: int) -> dict | None:
-    """Pack demos end to end into one model batch row (leading axis 1), at most ``max_steps`` steps.
+def model_inputs(batch: dict) -> dict:
+    return {k: batch[k] for k in MODEL_KEYS}
 
-    Returns None when there are no demos. Keys as the model's batch format.
+
+def demo_batch(demos: Sequence[Sequence[Episode]], layout: ContextLayout, domain: str) -> dict | None:
+    """The L demo sets as one padded batch: ``demo_row`` of each, stacked (L = len(demos)).
+
+    Every set must hold the same k > 0 demos, so the rows share one shape: obs key -> [L, kW, ...],
+    actions / rewards / episode_start / timestep / episode_id / loss_mask [L, kW], lengths [L] int32
+    (steps filled). None when k = 0.
     """
-    if not demos:
+    ks = sorted({len(d) for d in demos})
+    if len(ks) > 1:
+        raise ValueError(f"one batch needs the same number of demos for every level, got k in {ks}")
+    if not ks or ks[0] == 0:
         return None
-    window = max(1, max_steps // len(demos))
-    whole = sum(d.length for d in demos) <= max_steps
-    parts = [(d, d.length if whole else min(d.length, window)) for d in demos]
-    obs = {k: np.concatenate([d.observations[k][:n] for d, n in parts])[None] for k in demos[0].observations}
-    actions = np.concatenate([d.actions[:n] if d.has_actions else np.full(n, PAD_ACTION, np.int32)
-                              for d, n in parts])
-    return {
-        "obs": obs,
-        "actions": actions[None].astype(np.int32),
-        "rewards": np.concatenate([d.rewards[:n] for d, n in parts])[None].astype(np.float32),
-        "episode_start": np.concatenate([np.arange(n) == 0 for _, n in parts])[None],
-        "timestep": np.concatenate([np.arange(n, dtype=np.int32) for _, n in parts])[None],
-    }
-
-
-def pad_steps(batch: dict, steps: int) -> dict:
-    """Pad a one-row batch at the end to ``steps`` steps (zeros; PAD_ACTION for actions), so that
-    every level's context has one shape and the jitted prefill compiles once."""
-    n = batch["actions"].shape[1]
-
-    def pad(a: np.ndarray, value=0) -> np.ndarray:
-        widths = [(0, 0), (0, steps - n)] + [(0, 0)] * (a.ndim - 2)
-        return np.pad(a, widths, constant_values=value)
-
-    out = {k: pad(v, PAD_ACTION if k == "actions" else 0) for k, v in batch.items() if k != "obs"}
-    out["obs"] = {k: pad(v) for k, v in batch["obs"].items()}
+    rows = [demo_row(d, layout, domain) for d in demos]
+    out = {k: np.concatenate([r[k] for r in rows]) for k in rows[0] if k != "obs"}
+    out["obs"] = {o: np.concatenate([r["obs"][o] for r in rows]) for o in rows[0]["obs"]}
     return out
 
 
-class ModelPolicy(Policy):
-    """Samples actions from the model's (masked) logits; ``greedy`` takes the arg-max instead."""
+@functools.partial(jax.jit, static_argnames=("greedy",))
+def sample_actions(keys: jax.Array, t: jax.Array, logits: jax.Array, temperature: float, greedy: bool) -> jax.Array:
+    """keys [R, 2] uint32, t [R] int32 (row's step), logits [R, V] -> actions [R] int32."""
+    if greedy:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    draw = lambda k, s, lg: jax.random.categorical(jax.random.fold_in(k, s), lg / temperature)  # noqa: E731
+    return jax.vmap(draw)(keys, t, logits).astype(jnp.int32)
 
-    def __init__(self, decoder, model_config, name: str = "icl", *, use_cache: bool = True,
+
+class ModelPolicy(Policy):
+    """Samples actions from the model's (masked) logits; ``greedy`` takes the arg-max instead.
+
+    ``decoder`` is an ``icrl.model.decoding.Decoder`` (or anything with its ``graphdef``, ``state``,
+    ``prefill``, ``observe``, ``append_action`` and ``forward``).
+    """
+
+    def __init__(self, decoder, layout: ContextLayout, name: str = "icl", *, use_cache: bool = True,
                  greedy: bool = False, temperature: float = 1.0):
-        self.decoder, self.name = decoder, name
-        self.tokens_per_step = model_config.tokens_per_step
-        self.context_tokens = model_config.eval_budget
+        self.decoder, self.layout, self.name = decoder, layout, name
         self.use_cache, self.greedy, self.temperature = use_cache, greedy, temperature
 
     @property
-    def demo_steps(self) -> int:
-        """Steps the demos may fill: the first half of the context budget."""
-        return self.context_tokens // self.tokens_per_step // 2
-
-    @property
     def max_rollout_steps(self) -> int:
-        """Steps a rollout may take: the second half of the context budget, for every k."""
-        return self.context_tokens // self.tokens_per_step - self.demo_steps
+        """Steps a rollout may take: one window, for every k."""
+        return self.layout.window
 
-    def start(self, spec, demos, num_envs, rng):
-        self.n = num_envs
-        self.key = jax.random.PRNGKey(int(rng.integers(1 << 31)))
-        self.legal = jnp.asarray(np.broadcast_to(spec.legal_mask, (num_envs, spec.legal_mask.shape[0])))
-        self.context = demo_context(demos, self.demo_steps)
-        self.context_steps = 0 if self.context is None else int(self.context["actions"].shape[1])
-        self.t = np.zeros(num_envs, np.int32)
+    @functools.cached_property
+    def domain(self) -> str:
+        return nnx.merge(self.decoder.graphdef, self.decoder.state).config.domain
+
+    def check(self, task):
+        check_model_domain(self.name, self.domain, task)
+
+    def start(self, spec, demos, row_demos, rngs):
+        rows = check_batch(demos, row_demos, rngs)
+        self.n = n = len(rows)
+        k = len(demos[0]) if len(demos) else 0
+        self.layout.check(k)
+        self.keys = jnp.stack([jax.random.PRNGKey(int(r.integers(1 << 31))) for r in rngs])
+        self.legal = jnp.asarray(np.broadcast_to(spec.legal_mask, (n, spec.legal_mask.shape[0])))
+        self.obs_keys = tuple(OBS_SPECS[spec.domain])  # extra env keys (the expert's) are not model inputs
+        self.t = np.zeros(n, np.int32)
         self.step_limit = self.max_rollout_steps
+        batch = demo_batch(demos, self.layout, spec.domain)
+        self.rows = rows
+        self.context = None if batch is None else model_inputs(batch)
+        self.context_steps = np.zeros(n, np.int64) if batch is None else batch["lengths"][rows].astype(np.int64)
+        capacity = self.layout.tokens(k)
         if self.use_cache:
-            if self.context is None:
-                cache = nnx.merge(self.decoder.graphdef, self.decoder.state).init_cache(1, self.context_tokens)
+            if batch is None:
+                self.cache = nnx.merge(self.decoder.graphdef, self.decoder.state).init_cache(n, capacity)
             else:
-                padded = pad_steps(self.context, self.demo_steps)
-                _, cache = self.decoder.prefill(padded, self.context_tokens, jnp.array([self.context_steps]))
-            self.cache = tile(cache, num_envs)
+                _, prefix = self.decoder.prefill(self.context, capacity, jnp.asarray(batch["lengths"]))
+                self.cache = take_rows(prefix, rows)  # rollout r starts from its level's demos
         else:
-            self.history: list[dict] = []  # per step: obs [N, ...], actions [N], rewards [N]
-
-    def _sample(self, logits: jax.Array) -> np.ndarray:
-        if self.greedy:
-            return np.asarray(jnp.argmax(logits, axis=-1), np.int32)
-        self.key, sub = jax.random.split(self.key)
-        return np.asarray(jax.random.categorical(sub, logits / self.temperature, axis=-1), np.int32)
+            self.history: list[dict] = []  # per step: obs [R, ...], actions [R], rewards [R]
 
     def act(self, obs, live):
+        obs = {k: obs[k] for k in self.obs_keys}
         episode_start = self.t == 0
         if self.use_cache:
             logits, self.cache = self.decoder.observe(self.cache, obs, jnp.asarray(episode_start),
@@ -116,42 +128,45 @@ class ModelPolicy(Policy):
         else:
             logits = self._recompute(obs)
         self._pending_obs = obs
-        return self._sample(logits)
+        return np.asarray(sample_actions(self.keys, jnp.asarray(self.t), logits, self.temperature, self.greedy))
 
     def record(self, actions, rewards, done):
         if self.use_cache:
             self.cache = self.decoder.append_action(self.cache, jnp.asarray(actions, jnp.int32),
-                                          jnp.asarray(rewards, jnp.float32))
+                                                    jnp.asarray(rewards, jnp.float32))
         else:
             self.history.append({"obs": self._pending_obs, "actions": np.asarray(actions, np.int32),
                                  "rewards": np.asarray(rewards, np.float32)})
         self.t += 1
 
     def _recompute(self, obs) -> jax.Array:
-        """Logits [N, V] of the current step from a full forward pass over context + history.
+        """Logits [R, V] of the current step from a full forward pass over each row's context + history.
 
-        The rollout is padded to the whole budget so every step runs the same compiled function;
-        causal attention makes the padding after the current step irrelevant to its logits.
+        Row r holds its level's first ``context_steps[r]`` demo steps, then its rollout, then
+        padding to k windows + one window, so every step runs the same compiled function; causal
+        attention makes everything after the current step irrelevant to its logits.
         """
         steps = self.history + [{"obs": obs, "actions": np.full(self.n, PAD_ACTION, np.int32),
                                  "rewards": np.zeros(self.n, np.float32)}]
-        now, T = len(steps) - 1, self.max_rollout_steps
-        pad = T - len(steps)
-        padded = lambda a: np.concatenate([a, np.zeros((self.n, pad, *a.shape[2:]), a.dtype)], axis=1)  # noqa: E731
-        rollout = {
-            "obs": {k: padded(np.stack([s["obs"][k] for s in steps], axis=1)) for k in obs},
-            "actions": padded(np.stack([s["actions"] for s in steps], axis=1)),
-            "rewards": padded(np.stack([s["rewards"] for s in steps], axis=1)),
-            "episode_start": np.broadcast_to(np.arange(T) == 0, (self.n, T)),
-            "timestep": np.broadcast_to(np.arange(T, dtype=np.int32), (self.n, T)),
+        c = self.context
+        kw = 0 if c is None else c["actions"].shape[1]
+        total, at, rows = kw + self.max_rollout_steps, self.context_steps, np.arange(self.n)
+
+        def lay(context: np.ndarray | None, rollout: list[np.ndarray]) -> np.ndarray:
+            out = np.zeros((self.n, total, *rollout[0].shape[1:]), rollout[0].dtype)
+            if context is not None:
+                out[:, :kw] = np.asarray(context)[self.rows]
+            for s, step in enumerate(rollout):  # step s of row r sits right after its demos
+                out[rows, at + s] = step
+            return out
+
+        ctx = (lambda key, o=None: None) if c is None else (lambda key, o=None: c[key] if o is None else c[key][o])
+        batch = {
+            "obs": {k: lay(ctx("obs", k), [s["obs"][k] for s in steps]) for k in obs},
+            "actions": lay(ctx("actions"), [s["actions"] for s in steps]),
+            "rewards": lay(ctx("rewards"), [s["rewards"] for s in steps]),
+            "episode_start": lay(ctx("episode_start"), [np.full(self.n, s == 0) for s in range(len(steps))]),
+            "timestep": lay(ctx("timestep"), [np.full(self.n, s, np.int32) for s in range(len(steps))]),
+            "legal_mask": self.legal,
         }
-        if self.context is not None:
-            c = self.context
-            tilen = lambda a: np.repeat(a, self.n, axis=0)  # noqa: E731
-            rollout = {
-                "obs": {k: np.concatenate([tilen(c["obs"][k]), rollout["obs"][k]], axis=1) for k in obs},
-                **{k: np.concatenate([tilen(c[k]), rollout[k]], axis=1)
-                   for k in ("actions", "rewards", "episode_start", "timestep")},
-            }
-        rollout["legal_mask"] = self.legal
-        return self.decoder.forward(rollout)[:, self.context_steps + now]
+        return self.decoder.forward(batch)[rows, at + len(steps) - 1]

@@ -1,10 +1,16 @@
 """Policies the evaluator rolls out, one interface for the model and every baseline.
 
-A policy acts for N envs of one (task, level) at a time::
+A policy acts for a batch of R env rows that may play different levels of one task, each level
+with its own demos (the same number k for every level of a batch)::
 
-    policy.start(spec, demos, num_envs, rng)     # a new level: its k demos (Episodes)
-    actions = policy.act(obs, live)              # obs key -> [N, ...]; live [N] bool -> [N] unified
+    policy.start(spec, demos, row_demos, rngs)   # demos: L lists of k Episodes; row_demos [R] in [0, L);
+                                                 # rngs: R generators, one per row
+    actions = policy.act(obs, live)              # obs key -> [R, ...]; live [R] bool -> [R] unified
     policy.record(actions, rewards, done)        # what the envs did with them
+
+Row r plays with the demos ``demos[row_demos[r]]`` and draws its random choices from ``rngs[r]``
+only, and only while it is live, so a row's episode does not depend on which other rows share its
+batch: the evaluator gets the same results rolling out every level at once or one at a time.
 
 Baselines here: ``RandomPolicy`` (uniform over legal actions), ``HashmapPolicy`` (copy the demo's
 action for an exactly matching observation, else random: an oracle in deterministic levels) and
@@ -19,28 +25,53 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from icrl.store.episode import Episode
 from icrl.envs.base import Obs
 from icrl.envs.spec import EnvSpec
+from icrl.errors import IcrlError
+from icrl.store.episode import Episode
 
 
 class Policy(abc.ABC):
-    """Acts for a batch of envs that all play one level."""
+    """Acts for a batch of env rows of one task; row r plays with demos ``demos[row_demos[r]]``."""
 
     name: str = "policy"
     extra_keys: tuple[str, ...] = ()  # observation keys beyond the tty/rgb the policy needs
     step_limit: int | None = None  # most steps an episode may last for this policy (set by start)
 
+    def check(self, task: str) -> None:
+        """IcrlError if this policy cannot play ``task`` (called before any rollout)."""
+
     @abc.abstractmethod
-    def start(self, spec: EnvSpec, demos: Sequence[Episode], num_envs: int, rng: np.random.Generator) -> None:
-        """Begin a level: ``demos`` are the k demonstrations of it (possibly none)."""
+    def start(self, spec: EnvSpec, demos: Sequence[Sequence[Episode]], row_demos: np.ndarray,
+              rngs: Sequence[np.random.Generator]) -> None:
+        """Begin a batch: ``demos`` L demo sets (k episodes each, possibly none), ``row_demos`` [R]
+        int the set of each row, ``rngs`` R generators, one per row."""
 
     @abc.abstractmethod
     def act(self, obs: Obs, live: np.ndarray) -> np.ndarray:
-        """Unified actions [N] int32 for the current observations; entries where not ``live`` are ignored."""
+        """Unified actions [R] int32 for the current observations; entries where not ``live`` are ignored."""
 
     def record(self, actions: np.ndarray, rewards: np.ndarray, done: np.ndarray) -> None:
-        """Called after every step with the actions taken [N], rewards [N] and done flags [N]."""
+        """Called after every step with the actions taken [R], rewards [R] and done flags [R]."""
+
+
+def check_model_domain(method: str, domain: str, task: str) -> None:
+    """IcrlError if a model that reads ``domain`` observations is asked to play ``task``."""
+    from icrl.envs.registry import domain_of
+
+    if domain_of(task) != domain:
+        raise IcrlError(f"method {method!r}: the model reads {domain} observations, {task} is a "
+                        f"{domain_of(task)} task")
+
+
+def check_batch(demos: Sequence[Sequence[Episode]], row_demos: np.ndarray, rngs: Sequence) -> np.ndarray:
+    """``row_demos`` as an int array [R], after checking it indexes ``demos`` and matches ``rngs``."""
+    rows = np.asarray(row_demos, np.int64).reshape(-1)
+    if len(rows) != len(rngs):
+        raise ValueError(f"{len(rows)} rows need {len(rows)} generators, got {len(rngs)}")
+    if len(rows) and (rows.min() < 0 or rows.max() >= len(demos)):
+        raise ValueError(f"row_demos must index the {len(demos)} demo sets, got {sorted(set(rows.tolist()))}")
+    return rows
 
 
 class RandomPolicy(Policy):
@@ -48,11 +79,19 @@ class RandomPolicy(Policy):
 
     name = "random"
 
-    def start(self, spec, demos, num_envs, rng):
-        self.legal, self.rng, self.n = spec.legal_actions, rng, num_envs
+    def start(self, spec, demos, row_demos, rngs):
+        check_batch(demos, row_demos, rngs)
+        self.legal, self.rngs = spec.legal_actions, list(rngs)
+
+    def _random(self, live: np.ndarray) -> np.ndarray:
+        """A uniform legal action for every live row, each from its own generator; 0 elsewhere."""
+        out = np.zeros(len(self.rngs), np.int32)
+        for i in np.flatnonzero(live):
+            out[i] = self.legal[self.rngs[i].integers(len(self.legal))]
+        return out
 
     def act(self, obs, live):
-        return self.rng.choice(self.legal, size=self.n).astype(np.int32)
+        return self._random(live)
 
 
 def observation_key(obs: Obs, i: int | None = None) -> bytes:
@@ -61,45 +100,59 @@ def observation_key(obs: Obs, i: int | None = None) -> bytes:
     return b"".join(parts)
 
 
-class HashmapPolicy(Policy):
+class HashmapPolicy(RandomPolicy):
     """The study's Hashmap baseline: the demo action of an exactly matching observation, else random.
 
-    Keys are the full observation the demos store (tty chars, colours and cursor; or RGB frames), so
-    a match means the same screen. A screen seen more than once keeps the action taken at its *last*
-    occurrence: from there the demo went on without coming back, so in a deterministic level
-    following it can never loop (the first occurrence's action can lead back to the same screen,
-    e.g. a bump into a wall, forever).
+    One table per demo set (level). Keys are the full observation the demos store (tty chars,
+    colours and cursor; or RGB frames), so a match means the same screen. A screen seen more than
+    once keeps the action taken at its *last* occurrence: from there the demo went on without coming
+    back, so in a deterministic level following it can never loop (the first occurrence's action can
+    lead back to the same screen, e.g. a bump into a wall, forever).
     """
 
     name = "hashmap"
 
-    def start(self, spec, demos, num_envs, rng):
-        self.legal, self.rng, self.n = spec.legal_actions, rng, num_envs
-        self.table: dict[bytes, int] = {}
-        for ep in demos:
-            if not ep.has_actions:
-                continue
-            for t in range(ep.length):
-                key = observation_key({k: v[t] for k, v in ep.observations.items()})
-                self.table[key] = int(ep.actions[t])
-        self.keys = sorted(demos[0].observations) if demos else None
+    def start(self, spec, demos, row_demos, rngs):
+        super().start(spec, demos, row_demos, rngs)
+        self.row_demos = check_batch(demos, row_demos, rngs)
+        self.tables: list[dict[bytes, int]] = []
+        for level_demos in demos:
+            table: dict[bytes, int] = {}
+            for ep in level_demos:
+                if not ep.has_actions:
+                    continue
+                for t in range(ep.length):
+                    table[observation_key({k: v[t] for k, v in ep.observations.items()})] = int(ep.actions[t])
+            self.tables.append(table)
+        self.keys = next((sorted(d[0].observations) for d in demos if d), None)
         self.hits = self.misses = 0
 
     def act(self, obs, live):
-        out = self.rng.choice(self.legal, size=self.n).astype(np.int32)
+        # A random draw only on a miss: a row's stream then depends on its own screens alone.
+        out = np.zeros(len(self.rngs), np.int32)
         view = {k: obs[k] for k in self.keys} if self.keys else obs
         for i in np.flatnonzero(live):
-            hit = self.table.get(observation_key(view, int(i)))
+            hit = self.tables[self.row_demos[i]].get(observation_key(view, int(i)))
             if hit is not None:
                 out[i] = hit
                 self.hits += 1
             else:
+                out[i] = self.legal[self.rngs[i].integers(len(self.legal))]
                 self.misses += 1
         return out
 
 
+def expert_applies(task: str) -> str | None:
+    """Why the planning oracle cannot play ``task`` (None when it can)."""
+    from icrl.experts.registry import MINIHACK_PREFIX
+
+    if task.startswith(MINIHACK_PREFIX):
+        return None
+    return f"the planning oracle plays {MINIHACK_PREFIX}* tasks only"
+
+
 class ExpertPolicy(Policy):
-    """The planning oracle (MiniHack): the return an expert gets on the same levels."""
+    """The planning oracle (MiniHack): the return an expert gets on the same levels; one per row."""
 
     name = "expert"
 
@@ -108,14 +161,19 @@ class ExpertPolicy(Policy):
 
         self.extra_keys = tuple(REQUIRED_KEYS)
 
-    def start(self, spec, demos, num_envs, rng):
+    def check(self, task):
+        why = expert_applies(task)
+        if why:
+            raise IcrlError(f"method {self.name!r} does not apply to {task}: {why}")
+
+    def start(self, spec, demos, row_demos, rngs):
         from icrl.envs.actions import nethack_actions_of
         from icrl.experts import make_expert
 
+        check_batch(demos, row_demos, rngs)
         native = nethack_actions_of(spec.legal_actions)
         self.legal = spec.legal_actions
-        self.experts = [make_expert(spec.task, native, np.random.default_rng(rng.integers(1 << 31)))
-                        for _ in range(num_envs)]
+        self.experts = [make_expert(spec.task, native, np.random.default_rng(rng.integers(1 << 31))) for rng in rngs]
         for e in self.experts:
             e.reset()
 

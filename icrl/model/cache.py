@@ -6,7 +6,8 @@ share a prefix but run episodes of different lengths live in one batch, and ``re
 finished rollout back to the shared prefix without touching the others.
 
 Sharing a prefix: prefill the demonstrations once with batch 1, then ``tile(cache, n)`` gives the
-cache of n rollouts that all start from it.
+cache of n rollouts that all start from it. Several prefixes at once (one per level): prefill them
+as a batch of L rows, then ``take_rows(cache, rows)`` gives rollout r the prefix ``rows[r]``.
 """
 
 from __future__ import annotations
@@ -57,6 +58,16 @@ def empty_cache(
 def tile(cache: KVCache, n: int) -> KVCache:
     """Repeat each row ``n`` times: batch B → B·n, rows b·n … b·n+n−1 are copies of row b."""
     return jax.tree.map(lambda a: jnp.repeat(a, n, axis=0), cache)
+
+
+def take_rows(cache: KVCache, rows: jax.Array) -> KVCache:
+    """Row ``rows[r]`` of ``cache`` as row r: batch B → len(rows); ``rows`` [R] int in [0, B).
+
+    ``tile(cache, n)`` is ``take_rows(cache, repeat(arange(B), n))``; this also serves prefixes
+    shared by unequal numbers of rows, in any order.
+    """
+    rows = jnp.asarray(rows, jnp.int32)
+    return jax.tree.map(lambda a: jnp.take(a, rows, axis=0), cache)
 
 
 def rewind(cache: KVCache, rows: jax.Array, length: jax.Array | int) -> KVCache:

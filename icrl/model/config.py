@@ -70,11 +70,8 @@ class ModelConfig(ConfigBase):
     param_dtype: Literal["float32", "bfloat16"] = Field("float32", description="parameter dtype (float32 master weights)")
     positions: Literal["rope", "learned"] = Field("rope", description="token positions: rotary (RoPE) or a learned table")
     rope_base: float = Field(10_000.0, gt=1.0, description="RoPE wavelength base")
-    max_tokens: int = Field(2048, ge=2, description="longest training sequence in tokens (rows of a learned position table)")
-    eval_tokens: int | None = Field(
-        None, ge=2, description="evaluation context in tokens: k demos, then the rollout; the KV cache's capacity "
-                                "(None: max_tokens)"
-    )
+    max_tokens: int = Field(
+        2048, ge=2, description="longest training sequence in tokens; with learned positions, the table's rows")
     max_timestep: int = Field(1024, ge=1, description="rows of the timestep-in-episode table; later steps share the last row")
     reward_tokens: bool = Field(False, description="add a reward token after each action token (3 tokens per step)")
     action_sees_obs: bool = Field(
@@ -108,20 +105,7 @@ class ModelConfig(ConfigBase):
             raise ValueError(f"d_model {d} is not divisible by num_heads {h}")
         if self.positions == "rope" and (d // h) % 2:
             raise ValueError(f"RoPE needs an even head size, got d_model/num_heads = {d // h}")
-        if self.positions == "learned" and self.eval_budget > self.max_tokens:
-            raise ValueError(f"eval_tokens={self.eval_tokens} exceeds max_tokens={self.max_tokens}, the rows of the "
-                             "learned position table")
         return self
-
-    @property
-    def eval_budget(self) -> int:
-        """Tokens of an evaluation context (demos + rollout): ``eval_tokens``, else ``max_tokens``."""
-        return self.max_tokens if self.eval_tokens is None else self.eval_tokens
-
-    @property
-    def longest_sequence(self) -> int:
-        """The most tokens the model is given at once, in training or in evaluation."""
-        return max(self.max_tokens, self.eval_budget)
 
     @property
     def tokens_per_step(self) -> int:

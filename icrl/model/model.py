@@ -70,7 +70,6 @@ class ICRLModel(nnx.Module):
         self.tokens_per_step = config.tokens_per_step
         self.reward_tokens = config.reward_tokens
         self.max_tokens = config.max_tokens
-        self.longest_sequence = config.longest_sequence
         self.learned_positions = config.positions == "learned"
         self.dims = dims
         self.cache_dtype = jnp.dtype(config.dtype)
@@ -108,9 +107,9 @@ class ICRLModel(nnx.Module):
             streams.append(self.tokens.reward(batch["rewards"], timestep))
         x = self.tokens.interleave(*streams)
         b, n = x.shape[:2]
-        if n > self.longest_sequence:
-            raise ValueError(f"{n} tokens exceed the model config's longest sequence ({self.longest_sequence}: "
-                             "max_tokens, or eval_tokens if larger)")
+        if self.learned_positions and n > self.max_tokens:
+            # RoPE has no table to run off; evaluation contexts may be longer than training rows.
+            raise ValueError(f"{n} tokens exceed max_tokens={self.max_tokens}, the rows of the learned position table")
         positions = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
         return self.tokens.add_positions(x, positions), positions, encoded
 

@@ -211,10 +211,8 @@ def convert(selection: Selection, store_path: str | Path, *, segment_length: int
     cut, not only a crash; ``full_bz2`` checks bzip2 CRCs of every
     file before decoding. ``progress(report, games_total)`` is called after each batch.
     """
-    import nle.dataset as nld
-
     from icrl.store.layout import create_store
-    from icrl.store.reader import TrajectoryStore
+    from icrl.store.lock import WriteLock
 
     for name, value, low in (("--segment-length", segment_length, 1), ("--batch-size", batch_size, 1),
                              ("--seq-length", seq_length, 1), ("--threads", threads, 1), ("--streams", streams, 1),
@@ -223,6 +221,23 @@ def convert(selection: Selection, store_path: str | Path, *, segment_length: int
             raise IcrlError(f"{name} must be >= {low}, got {value}")
     store_path = Path(store_path)
     create_store(store_path)
+    # One writing command at a time, from the snapshot of what is stored to the last append: two
+    # conversions at once would both convert the games missing from the same snapshot. The writer
+    # threads' ShardWriters share this process's lock.
+    with WriteLock.acquire(store_path):
+        return _convert(selection, store_path, segment_length=segment_length, batch_size=batch_size,
+                        seq_length=seq_length, threads=threads, streams=streams, writers=writers,
+                        compression=compression, fsync=fsync, full_bz2=full_bz2, progress=progress)
+
+
+def _convert(selection: Selection, store_path: Path, *, segment_length: int, batch_size: int, seq_length: int,
+             threads: int, streams: int, writers: int, compression: str, fsync: bool, full_bz2: bool,
+             progress: Callable[[ConvertReport, int], None] | None) -> ConvertReport:
+    """``convert`` once the store exists and this process holds its write lock."""
+    import nle.dataset as nld
+
+    from icrl.store.reader import TrajectoryStore
+
     report = ConvertReport(store=store_path, dataset=selection.dataset, source=selection.source,
                            has_actions=selection.has_actions, selected=len(selection.games))
     start = time.perf_counter()

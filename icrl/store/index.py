@@ -113,7 +113,7 @@ class CorruptIndex(IcrlError):
     def __init__(self, path: str, line: int | None, detail: str):
         self.path, self.line, self.detail = path, line, detail
         where = path if line is None else f"{path}:{line}"
-        super().__init__(f"{where}: {detail} (corrupt index)")
+        super().__init__(f"{where}: {detail} (corrupt index; `icrl data repair` rebuilds it from its shard)")
 
 
 def read_fragment(path: Path) -> tuple[dict, list[EpisodeRef]]:

@@ -6,9 +6,12 @@ On disk::
     STORE/shards/<stem>.arrayrecord       sealed shards: ArrayRecord, group_size 1, one episode a record
     STORE/index/<stem>.jsonl              one index fragment per sealed shard (icrl.store.index)
     STORE/wal/<stem>.wal                  the journal of a writer, not yet sealed (icrl.store.journal)
+    STORE/write.lock                      held by the one command writing the store (icrl.store.lock)
+    STORE/damaged/                        what `icrl data repair` set aside (icrl.store.repair); not read
 
-``<stem>`` is ``<name>.p<pid>.<8 hex>.<seq>``: unique per writer, so any number of processes write
-at once without coordination, each into its own files.
+``<stem>`` is ``<name>.p<pid>.<8 hex>.<seq>``: unique per writer, so the writers of a command (one
+per worker process or thread) write at once without coordination, each into its own files. Two
+*commands* do not write at once: the write lock makes the second wait or stop.
 
 Sealing copies a journal's records into ``shards/<stem>.arrayrecord`` (temp name, fsync, rename),
 then writes the fragment (temp, fsync, rename), then deletes the journal. Each step is idempotent,
@@ -25,6 +28,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
@@ -56,10 +60,13 @@ READER_BUFFER = 32 << 10
 def open_shard_reader(path: Path) -> ArrayRecordReader:
     """A random-access reader of a sealed shard. RuntimeError (with Riegeli's message) if the
     file is unreadable; note a *truncated* shard may open and report 0 records instead."""
-    reader = ArrayRecordReader(str(path), READER_OPTIONS, file_reader_buffer_size=READER_BUFFER)
+    try:
+        reader = ArrayRecordReader(str(path), READER_OPTIONS, file_reader_buffer_size=READER_BUFFER)
+    except RuntimeError as err:
+        raise RuntimeError(str(err) or "not a readable ArrayRecord file") from None
     if not reader.ok():
         close_reader(reader, raise_error=True)  # close() raises the reader's stored error
-        raise RuntimeError(f"{path}: ArrayRecord reader failed")
+        raise RuntimeError("ArrayRecord reader failed")
     return reader
 
 
@@ -97,6 +104,27 @@ def write_durably(path: Path, data: bytes) -> None:
     fsync_path(path.parent)
 
 
+def write_shard(path: Path, records: Iterable[bytes]) -> None:
+    """Write ``records`` as the sealed shard ``path`` atomically (temp name, fsync, rename, fsync
+    the directory); an exception from ``records`` leaves ``path`` as it was."""
+    tmp = path.with_name(path.name + TMP_EXT)
+    tmp.unlink(missing_ok=True)  # left by a write that was killed
+    writer = ArrayRecordWriter(str(tmp), WRITER_OPTIONS)
+    try:
+        for record in records:
+            writer.write(record)
+        if not writer.ok():
+            raise OSError(f"{tmp}: ArrayRecord writer failed")
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    writer.close()
+    fsync_path(tmp)
+    os.replace(tmp, path)
+    fsync_path(path.parent)
+
+
 def check_store(path: str | os.PathLike) -> Path:
     """The root of the store at ``path``; IcrlError naming the path if it is not one."""
     root = Path(path)
@@ -122,53 +150,66 @@ def check_store(path: str | os.PathLike) -> Path:
 
 
 def create_store(path: str | os.PathLike) -> Path:
-    """Make an empty store at ``path`` (a new or empty directory); an existing store is left as is."""
+    """Make an empty store at ``path`` (a new or empty directory); an existing store is left as is.
+
+    Several commands may create the same store at once: a directory holding only the beginnings of
+    a store (its sub-directories, a marker being written, the write lock) is finished, not refused.
+    """
     root = Path(path)
     if (root / MARKER).exists():
         return check_store(root)
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+    being_made = {SHARDS, INDEX, WAL, "write.lock"}
+    if root.exists() and (not root.is_dir() or any(
+            p.name not in being_made and not p.name.startswith(MARKER) for p in root.iterdir())):
         raise IcrlError(f"{root}: exists and is not an empty directory or a trajectory store")
-    root.mkdir(parents=True, exist_ok=True)
-    for sub in (SHARDS, INDEX, WAL):
-        (root / sub).mkdir(exist_ok=True)
-    write_durably(root / MARKER, json.dumps({"format": STORE_FORMAT, "version": STORE_VERSION}).encode())
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for sub in (SHARDS, INDEX, WAL):
+            (root / sub).mkdir(exist_ok=True)
+        # A temp name of its own: two creators must not rename each other's half-written marker.
+        tmp = root / f"{MARKER}.{os.getpid()}{TMP_EXT}"
+        tmp.write_bytes(json.dumps({"format": STORE_FORMAT, "version": STORE_VERSION}).encode())
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, root / MARKER)
+        fsync_path(root)
+    except OSError as err:
+        raise IcrlError(f"{err.filename or root}: cannot create a trajectory store there: {err.strerror}") from None
     return root
 
 
 # -------------------------------------------------------------------------------------- sealing
 
 
-def seal_journal(root: Path, stem: str, fd: int, header: dict | None = None) -> int:
+def seal_journal(root: Path, stem: str, fd: int, header: dict | None = None, frames: int | None = None) -> int:
     """Turn the journal of ``stem`` (open as ``fd``, locked by the caller) into a sealed shard and
     its fragment, then delete the journal. Returns the number of episodes sealed.
 
     Idempotent: a fragment that already exists means a previous seal finished its important part,
     and only the journal is removed. Raises IcrlError if the journal is damaged (left in place for
-    ``icrl data verify`` to report).
+    ``icrl data verify`` to report and ``icrl data repair`` to salvage). ``frames``: seal only the
+    first ``frames`` frames, whatever follows them (``icrl.store.repair``, which has set the rest
+    aside first).
     """
     wal = root / WAL / f"{stem}{WAL_EXT}"
     frag = root / INDEX / f"{stem}{INDEX_EXT}"
     shard = root / shard_rel(stem)
-    if not frag.exists():
+    # A fragment whose shard is gone (damage) does not make the journal redundant: seal it again.
+    if not (frag.exists() and shard.exists()):
         scan = scan_journal(fd, shard_rel(stem), str(wal))
+        if frames is not None:
+            scan.refs, scan.record_offsets, scan.damage = scan.refs[:frames], scan.record_offsets[:frames], None
         if scan.damage:
             raise IcrlError(f"cannot seal journal: {scan.damage}")
         if scan.refs:
-            tmp = shard.with_name(shard.name + TMP_EXT)
-            tmp.unlink(missing_ok=True)  # left by a seal that was killed
-            writer = ArrayRecordWriter(str(tmp), WRITER_OPTIONS)
-            for i, (ref, off) in enumerate(zip(scan.refs, scan.record_offsets)):
-                record = os.pread(fd, ref.nbytes, off)
-                if record_crc(record) != ref.crc32:
-                    writer.close()
-                    raise IcrlError(f"cannot seal journal: {wal}: frame {i}: checksum mismatch")
-                writer.write(record)
-            if not writer.ok():
-                raise OSError(f"{tmp}: ArrayRecord writer failed")
-            writer.close()
-            fsync_path(tmp)
-            os.replace(tmp, shard)
-            fsync_path(shard.parent)
+            def records():
+                for i, (ref, off) in enumerate(zip(scan.refs, scan.record_offsets)):
+                    record = os.pread(fd, ref.nbytes, off)
+                    if record_crc(record) != ref.crc32:
+                        raise IcrlError(f"cannot seal journal: {wal}: frame {i}: checksum mismatch")
+                    yield record
+
+            write_shard(shard, records())
             write_durably(frag, fragment_text(shard_rel(stem), scan.refs, **(header or {})).encode())
         n = len(scan.refs)
     else:

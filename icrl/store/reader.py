@@ -15,6 +15,13 @@ fetches one record by its shard and record number through ``ArrayRecordReader`` 
 random-access options, keeping at most ``max_open_shards`` shard readers open, so a reader's memory
 does not grow with the size of the store. Unsealed journals are read in place. Reopen the store to
 see episodes appended after it was opened.
+
+Index and files must agree. Opening checks, from directory listings and the index alone (no record
+is read), that every sealed shard has its fragment, every fragment its shard, and every journal
+scans cleanly; by default (``strict=True``) a disagreement is an IcrlError naming the file and
+``icrl data repair``, so that training never runs on a store that silently lost episodes.
+``strict=False`` (``icrl data inspect``) opens what is readable and lists each disagreement in
+``store.problems``: a damaged journal then contributes the frames before its damage.
 """
 
 from __future__ import annotations
@@ -34,8 +41,8 @@ from icrl.store.codec import RecordError, decode_episode, record_crc
 from icrl.store.episode import Episode
 from icrl.store.index import EpisodeRef, StoreIndex, read_fragment
 from icrl.store.journal import scan_journal
-from icrl.store.layout import (INDEX, INDEX_EXT, WAL, WAL_EXT, check_store, close_reader, create_store,
-                               open_shard_reader, shard_rel)
+from icrl.store.layout import (INDEX, INDEX_EXT, SHARD_EXT, SHARDS, WAL, WAL_EXT, check_store, close_reader,
+                               create_store, open_shard_reader, shard_rel)
 from icrl.store.source import EpisodeSource
 from icrl.store.writer import ShardWriter
 
@@ -52,16 +59,22 @@ class _Journal:
 class TrajectoryStore:
     """Read access to a store (a snapshot taken at open) and the door to its writers."""
 
-    def __init__(self, path: str | os.PathLike, *, max_open_shards: int = 16):
+    def __init__(self, path: str | os.PathLike, *, max_open_shards: int = 16, strict: bool = True):
         """Open the store at ``path``. IcrlError names the path if it is missing, not a store, or
-        has a corrupt index fragment or journal."""
+        has a corrupt index fragment; with ``strict``, also if its index and files disagree (see
+        the module docstring)."""
         self.root = check_store(path)
         self.max_open_shards = max_open_shards
         self._readers: collections.OrderedDict[str, ArrayRecordReader] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._journals: dict[str, _Journal] = {}
+        self.problems: list[str] = []  # where the index and the files disagree (strict=False)
         self.index = self._load()
+        if strict and self.problems:
+            self.close()
+            more = f" (and {len(self.problems) - 1} more problems)" if len(self.problems) > 1 else ""
+            raise IcrlError(f"{self.problems[0]}{more}; `icrl data repair {self.root}` repairs the store")
 
     @classmethod
     def create(cls, path: str | os.PathLike, **kwargs: object) -> TrajectoryStore:
@@ -70,36 +83,63 @@ class TrajectoryStore:
         return cls(path, **kwargs)
 
     def _load(self) -> StoreIndex:
-        # Journals first, fragments second: a journal sealed in between then shows up as its
-        # fragment (and the journal is dropped), so no episode is missed or counted twice.
+        # Journals first, fragments second, shards last: a journal sealed in between then shows up
+        # as its fragment (and the journal is dropped), so no episode is missed or counted twice.
         journal_refs: dict[str, list[EpisodeRef]] = {}
+        journal_stems: set[str] = set()
         for wal in sorted((self.root / WAL).glob(f"*{WAL_EXT}")):
             try:
                 fd = os.open(wal, os.O_RDONLY)
             except FileNotFoundError:
                 continue
             stem = wal.name[: -len(WAL_EXT)]
+            journal_stems.add(stem)
             scan = scan_journal(fd, shard_rel(stem), str(wal))
             if scan.damage:
-                os.close(fd)
-                raise IcrlError(f"damaged journal: {scan.damage} (run `icrl data verify {self.root}`)")
+                self.problems.append(f"damaged journal: {scan.damage}; the {len(scan.refs)} episodes before "
+                                     f"the damage are readable")
             if scan.refs:
                 journal_refs[shard_rel(stem)] = scan.refs
                 self._journals[shard_rel(stem)] = _Journal(wal, fd, scan.record_offsets)
             else:
                 os.close(fd)
         chunks: list[list[EpisodeRef]] = []
+        indexed: set[str] = set()
         for frag in sorted((self.root / INDEX).glob(f"*{INDEX_EXT}")):
             stem = frag.name[: -len(INDEX_EXT)]
-            head, refs = read_fragment(frag)
+            try:
+                head, refs = read_fragment(frag)
+            except FileNotFoundError:
+                continue  # moved aside by `icrl data repair` since the listing
             if head["shard"] != shard_rel(stem):
                 raise IcrlError(f"{frag}:1: header names shard {head['shard']!r}, expected "
-                                f"{shard_rel(stem)!r} (corrupt index)")
-            chunks.append(refs)
+                                f"{shard_rel(stem)!r} (corrupt index; `icrl data repair` rebuilds it)")
+            indexed.add(stem)
             journal = self._journals.pop(shard_rel(stem), None)
             journal_refs.pop(shard_rel(stem), None)
             if journal is not None and journal.fd is not None:
                 os.close(journal.fd)
+            if not (self.root / shard_rel(stem)).is_file():
+                if frag.exists():  # else both were moved aside by a repair since the listing
+                    self.problems.append(f"{frag}: lists {len(refs)} episodes of {self.root / shard_rel(stem)}, "
+                                         f"which is missing")
+                continue
+            chunks.append(refs)
+        for shard in sorted((self.root / SHARDS).glob(f"*{SHARD_EXT}")):
+            stem = shard.name[: -len(SHARD_EXT)]
+            if stem in indexed or stem in journal_stems:
+                continue  # a shard whose journal is still there is re-sealed by the next writer
+            # Sealed since the listings? Its journal is removed only after its fragment is written,
+            # so look for the journal first, then the fragment.
+            if (self.root / WAL / f"{stem}{WAL_EXT}").exists() or (self.root / INDEX / f"{stem}{INDEX_EXT}").exists():
+                continue
+            try:
+                reader = open_shard_reader(shard)
+                count = f"its {reader.num_records()} episodes are"
+                close_reader(reader)
+            except RuntimeError:
+                count = "its episodes are"
+            self.problems.append(f"{shard}: shard has no index fragment: {count} not in the index")
         chunks += [journal_refs[k] for k in sorted(journal_refs)]
         return StoreIndex(chunks)
 
@@ -185,20 +225,28 @@ class TrajectoryStore:
             fd = journal.fd
         return os.pread(fd, ref.nbytes, int(journal.record_offsets[ref.offset]))
 
+    def _where(self, ref: EpisodeRef) -> str:
+        """The file and record of ``ref`` in messages: its journal while unsealed, else its shard."""
+        journal = self._journals.get(ref.shard)
+        if journal is not None:
+            return f"{journal.path}: frame {ref.offset} (byte {int(journal.record_offsets[ref.offset])})"
+        return f"{self.root / ref.shard}: record {ref.offset}"
+
     def read_record(self, ref: EpisodeRef) -> bytes:
         """The encoded record of ``ref``, its checksum checked (IcrlError names file and record)."""
         record = None
         journal = self._journals.get(ref.shard)
         if journal is not None:
             record = self._journal_record(journal, ref)
-        where = f"{self.root / ref.shard}: record {ref.offset}"
+        where = self._where(ref)  # after the read: a journal sealed meanwhile is read from its shard
         if record is None:
             try:
                 record = self._reader(ref.shard).read([ref.offset])[0]
             except (RuntimeError, IndexError, ValueError) as err:
                 raise IcrlError(f"{where}: unreadable: {err} (damaged store)") from None
         if len(record) != ref.nbytes or record_crc(record) != ref.crc32:
-            raise IcrlError(f"{where}: checksum mismatch (damaged store; run `icrl data verify`)")
+            raise IcrlError(f"{where}: checksum mismatch (damaged store; `icrl data verify {self.root}` "
+                            f"lists the damage, `icrl data repair {self.root}` sets it aside)")
         return record
 
     def read(self, ref: EpisodeRef) -> Episode:
@@ -207,7 +255,7 @@ class TrajectoryStore:
         try:
             return decode_episode(record)
         except RecordError as err:
-            raise IcrlError(f"{self.root / ref.shard}: record {ref.offset}: {err}") from None
+            raise IcrlError(f"{self._where(ref)}: {err}") from None
 
     def source(self, rows: Sequence[int] | np.ndarray | None = None) -> EpisodeSource:
         """A Grain ``RandomAccessDataSource`` over index rows ``rows`` (default: all, in order)."""
@@ -249,6 +297,7 @@ class TrajectoryStore:
         return {
             "root": self.root, "max_open_shards": self.max_open_shards, "index": self.index,
             "journals": {k: (j.path, j.record_offsets) for k, j in self._journals.items()},
+            "problems": self.problems,
         }
 
     def __setstate__(self, state: dict) -> None:
@@ -256,6 +305,7 @@ class TrajectoryStore:
         self.max_open_shards = state["max_open_shards"]
         self.index = state["index"]
         self._journals = {k: _Journal(p, None, offs) for k, (p, offs) in state["journals"].items()}
+        self.problems = state["problems"]
         self._readers = collections.OrderedDict()
         self._lock = threading.Lock()
         self._pid = os.getpid()

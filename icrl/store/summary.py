@@ -1,4 +1,5 @@
-"""Per-task figures of a store, from its index and file sizes alone (no record is read)."""
+"""Per-task figures of a store, from its index and file sizes alone (no record is read), and the
+warnings ``icrl data inspect`` prints where the index and the files disagree."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from icrl.store.layout import close_reader, open_shard_reader
 from icrl.store.reader import TrajectoryStore
 
 
@@ -62,6 +64,8 @@ class StoreSummary:
 def _disk_bytes(root: Path) -> int:
     total = 0
     for p in root.rglob("*"):
+        if p.is_relative_to(root / "damaged"):
+            continue  # set aside by `icrl data repair`: not part of the store
         try:
             if p.is_file():
                 total += p.stat().st_size
@@ -94,3 +98,38 @@ def summarize(store: TrajectoryStore) -> StoreSummary:
         shards=len(store.shards), journals=len(store.journals), disk_bytes=disk,
         record_bytes=int(c["nbytes"].sum()), raw_bytes=int(c["raw_bytes"].sum()),
     )
+
+
+def index_warnings(store: TrajectoryStore) -> list[str]:
+    """Where the index and the files of a store opened with ``strict=False`` disagree, one line
+    each: the problems found on open (a shard without fragment, a fragment without shard, a damaged
+    journal), shards holding fewer records than their fragment lists (a truncated ArrayRecord file
+    opens as empty, so only the count shows it; each shard's footer is read, no record), and
+    episodes stored more than once."""
+    out = list(store.problems)
+    c = store.index.columns
+    per_shard = np.bincount(c["shard"], minlength=len(store.index.strings["shard"]))
+    for code, shard in enumerate(store.index.strings["shard"]):
+        if shard not in store.shards:
+            continue  # a journal's episodes: checked by its scan
+        try:
+            reader = open_shard_reader(store.root / shard)
+        except RuntimeError as err:
+            out.append(f"{store.root / shard}: does not open ({err}); its index lists {per_shard[code]} episodes")
+            continue
+        try:
+            n = reader.num_records()
+        finally:
+            close_reader(reader)
+        if n != per_shard[code]:
+            out.append(f"{store.root / shard}: holds {n} records but its index lists {per_shard[code]} "
+                       f"(truncated or damaged)")
+    if len(store):
+        order = np.lexsort((c["episode"], c["level"], c["task"]))
+        key = np.stack([c["task"][order], c["level"][order], c["episode"][order]])
+        dup = np.flatnonzero((key[:, 1:] == key[:, :-1]).all(axis=0)) + 1
+        if len(dup):
+            first = store.index.ref(int(order[dup[0]]))
+            out.append(f"{len(dup)} episodes are stored more than once, e.g. ({first.task}, level {first.level}, "
+                       f"episode {first.episode}) (`icrl data verify` lists them)")
+    return out

@@ -8,17 +8,22 @@ What is checked:
   matches the CRC-32 in the index, decodes, passes ``Episode.validate`` and agrees with its row;
 - each unsealed journal: every complete frame's CRC, record CRC, decoding and row; an incomplete
   last frame (an append cut short by a kill) is noted, not damage;
-- no shard without a fragment (unless its journal is still there, waiting to be re-sealed).
+- no shard without a fragment (unless its journal is still there, waiting to be re-sealed);
+- every (task, level, episode) is stored once: a second copy is a problem naming both places (two
+  writers that planned from the same snapshot; ``icrl data repair`` sets the later copies aside).
 
 Files that recovery cleans up (``*.tmp``, journals already sealed) are listed as notes.
 """
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 from icrl.store.codec import RecordError, decode_episode, raw_nbytes, record_crc
 from icrl.store.index import CorruptIndex, EpisodeRef, read_fragment
@@ -102,12 +107,13 @@ def _verify_shard(path: Path, refs: list[EpisodeRef], report: VerifyReport,
 
 
 def _verify_journal(path: Path, shard: str, report: VerifyReport,
-                    progress: Callable[[int], None] | None) -> None:
+                    progress: Callable[[int], None] | None) -> list[EpisodeRef]:
+    """Check a journal's frames; returns the refs of its complete frames (up to any damage)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         scan = scan_journal(fd, shard, str(path))
         if scan.damage:
-            report.problems.append(Problem(str(path), len(scan.refs), scan.damage))
+            report.problems.append(Problem(str(path), None, scan.damage.removeprefix(f"{path}: ")))
         if scan.torn_bytes:
             report.notes.append(f"{path}: {scan.torn_bytes} bytes of an unfinished append at the end (ignored)")
         for ref, start in zip(scan.refs, frame_starts(scan)):
@@ -121,8 +127,45 @@ def _verify_journal(path: Path, shard: str, report: VerifyReport,
             report.records += 1
             if progress:
                 progress(1)
+        return scan.refs
     finally:
         os.close(fd)
+
+
+class KeyTable:
+    """Where each (task, level, episode) is stored, compactly (5 int64 a copy: a store of millions of
+    NLD segments is checked in tens of MB), to find keys stored more than once."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, int] = {}
+        self.files: dict[str, int] = {}
+        self.cols = [array.array("q") for _ in range(5)]  # task, level, episode, file, record
+
+    def add(self, file: str, refs: list[EpisodeRef]) -> None:
+        fcode = self.files.setdefault(file, len(self.files))
+        for ref in refs:
+            row = (self.tasks.setdefault(ref.task, len(self.tasks)), ref.level, ref.episode, fcode, ref.offset)
+            for col, v in zip(self.cols, row):
+                col.append(v)
+
+    def duplicates(self) -> list[tuple[str, int, str, int, tuple[str, int, int]]]:
+        """(file, record, file of the first copy, its record, key) of each copy after the first
+        (first in the order added: the copy a repair keeps)."""
+        task, level, episode, file, record = (np.asarray(c, np.int64) for c in self.cols)
+        order = np.lexsort((np.arange(len(task)), episode, level, task))
+        k = np.stack([task, level, episode])[:, order]
+        same = np.r_[False, (k[:, 1:] == k[:, :-1]).all(axis=0)]  # same key as the row before
+        starts = np.flatnonzero(~same)
+        dup = np.flatnonzero(same)
+        first = order[starts[np.searchsorted(starts, dup, side="right") - 1]]
+        tasks, files = list(self.tasks), list(self.files)
+        return [(files[file[j]], int(record[j]), files[file[f]], int(record[f]),
+                 (tasks[task[j]], int(level[j]), int(episode[j]))) for j, f in zip(order[dup], first)]
+
+    def problems(self) -> list[Problem]:
+        return [Problem(file, rec, f"duplicate of episode ({t}, level {lv}, episode {e}), stored first at "
+                                   f"{first}: record {first_rec}")
+                for file, rec, first, first_rec, (t, lv, e) in self.duplicates()]
 
 
 def count_records(path: str | os.PathLike) -> int:
@@ -145,6 +188,7 @@ def verify_store(path: str | os.PathLike, progress: Callable[[int], None] | None
     root = check_store(path)
     report = VerifyReport()
     indexed: set[str] = set()
+    keys = KeyTable()
     for frag in sorted((root / INDEX).glob(f"*{INDEX_EXT}")):
         stem = frag.name[: -len(INDEX_EXT)]
         indexed.add(stem)
@@ -164,6 +208,7 @@ def verify_store(path: str | os.PathLike, progress: Callable[[int], None] | None
             report.problems.append(Problem(str(shard), None, f"shard is missing (listed by {frag.name})"))
             continue
         _verify_shard(shard, refs, report, progress)
+        keys.add(str(shard), refs)
 
     journal_stems = set()
     for wal in sorted((root / WAL).glob(f"*{WAL_EXT}")):
@@ -174,9 +219,11 @@ def verify_store(path: str | os.PathLike, progress: Callable[[int], None] | None
             continue
         report.journals += 1
         try:
-            _verify_journal(wal, shard_rel(stem), report, progress)
+            refs = _verify_journal(wal, shard_rel(stem), report, progress)
         except FileNotFoundError:
             report.notes.append(f"{wal}: sealed while verifying")
+            continue
+        keys.add(str(wal), refs)
 
     for shard in sorted((root / SHARDS).glob(f"*{SHARD_EXT}")):
         stem = shard.name[: -len(SHARD_EXT)]
@@ -185,7 +232,9 @@ def verify_store(path: str | os.PathLike, progress: Callable[[int], None] | None
         if stem in journal_stems:
             report.notes.append(f"{shard}: partly sealed; its journal is intact (recovery re-seals it)")
         else:
-            report.problems.append(Problem(str(shard), None, "shard has no index fragment"))
+            report.problems.append(Problem(str(shard), None, "shard has no index fragment (its episodes are not in "
+                                                             "the index)"))
+    report.problems += keys.problems()
     for sub in (SHARDS, INDEX, WAL):
         for tmp in sorted((root / sub).glob(f"*{TMP_EXT}")):
             report.notes.append(f"{tmp}: leftover of an interrupted seal (ignored)")

@@ -23,6 +23,7 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from icrl.errors import IcrlError
 from icrl.train.state import TrainState
 
 
@@ -39,14 +40,24 @@ class _IteratorSnapshot:
 class Checkpointer:
     """Save and restore training checkpoints of one run directory."""
 
-    def __init__(self, directory: str | Path, *, keep: int, async_save: bool = True):
+    def __init__(self, directory: str | Path, *, keep: int | None = None, async_save: bool = True,
+                 read_only: bool = False):
+        """``read_only`` (evaluation): nothing is created, cleaned up or deleted in ``directory``,
+        which must exist (IcrlError otherwise)."""
         self.directory = Path(directory).absolute()
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep,
-            create=True,
-            enable_async_checkpointing=async_save,
-            cleanup_tmp_directories=True,
-        )
+        if read_only and not self.directory.is_dir():
+            raise IcrlError(f"{self.directory}: no such checkpoint directory")
+        if read_only:
+            # Not Orbax's own read_only option, which logs a warning per option it overrides.
+            options = ocp.CheckpointManagerOptions(max_to_keep=None, create=False, enable_async_checkpointing=False,
+                                                   cleanup_tmp_directories=False)
+        else:
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=keep,
+                create=True,
+                enable_async_checkpointing=async_save,
+                cleanup_tmp_directories=True,
+            )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
@@ -86,6 +97,13 @@ class Checkpointer:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
+        # The manager removes half-written checkpoints of earlier runs in a background thread it
+        # starts on creation, and neither wait_until_finished nor close waits for it: a command
+        # that fails right after opening the manager (a clear IcrlError) would have that thread
+        # die at interpreter exit with a page of traceback. Wait for it (a private method: guarded).
+        await_cleanup = getattr(self.manager, "_maybe_await_cleanup_tmp_directory", None)
+        if await_cleanup is not None:
+            await_cleanup()
         self.manager.wait_until_finished()
         self.manager.close()
 

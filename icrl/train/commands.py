@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="run name (same as --set name=NAME)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the run's newest checkpoint (starts fresh if it has none)")
+    p.add_argument("--seeds", type=int, metavar="N",
+                   help="train N runs <name>-seed<i>, i = 0..N-1, one after another, with seed and data.seed "
+                        "shifted by i (evaluate them with `icrl eval RUN --seeds N`)")
     g = p.add_argument_group("multi-host (default: detected from SLURM / TPU / Open MPI, else one process)")
     g.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0")
     g.add_argument("--num-processes", type=int, metavar="N", help="number of processes")
@@ -56,23 +59,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_sweep)
 
 
-def _config(args: argparse.Namespace):
+def _config(args: argparse.Namespace, seed_index: int | None = None):
+    """The experiment of the flags; with ``seed_index`` i, the i-th seed run of ``--seeds``."""
     from icrl.train.config import load_experiment
 
-    overrides = list(args.overrides)
-    if getattr(args, "name", None):
-        overrides.append(f"name={args.name}")
-    flags = {"coordinator_address": getattr(args, "coordinator", None),
-             "num_processes": getattr(args, "num_processes", None), "process_id": getattr(args, "process_id", None)}
-    if any(v is not None for v in flags.values()):  # explicit multi-host: the config check names what is missing
-        overrides += ["distributed.mode=explicit"] + [f"distributed.{k}={v}" for k, v in flags.items() if v is not None]
-    return load_experiment(args.config, overrides)
+    # Flags are set as the values argparse made of them, not as `--set` text: `--name 2024` is the
+    # run name "2024", not the number 2024, and errors name the flag.
+    values: dict[str, tuple[str, object]] = {}
+    if getattr(args, "name", None) is not None:
+        values["name"] = (f"--name {args.name}", args.name)
+    flags = {"coordinator_address": ("--coordinator", getattr(args, "coordinator", None)),
+             "num_processes": ("--num-processes", getattr(args, "num_processes", None)),
+             "process_id": ("--process-id", getattr(args, "process_id", None))}
+    given = {k: (f"{flag} {v}", v) for k, (flag, v) in flags.items() if v is not None}
+    if given:  # explicit multi-host: the config check names what is missing
+        values["distributed.mode"] = (next(iter(given.values()))[0], "explicit")
+        values.update({f"distributed.{k}": fv for k, fv in given.items()})
+    cfg = load_experiment(args.config, args.overrides, values)
+    if seed_index is None:
+        return cfg
+    flag = f"--seeds {args.seeds}"
+    return load_experiment(args.config, args.overrides, {
+        **values, "name": (flag, seed_run_name(cfg.name, seed_index)), "seed": (flag, cfg.seed + seed_index),
+        "data.seed": (flag, cfg.data.seed + seed_index)})
+
+
+def seed_run_name(name: str, i: int) -> str:
+    """The run name of seed i of ``--seeds`` (``icrl eval --seeds`` finds the runs by it)."""
+    return f"{name}-seed{i}"
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from icrl.errors import IcrlError
     from icrl.train.loop import train
 
-    return train(_config(args), resume=args.resume)
+    if args.seeds is None:
+        return train(_config(args), resume=args.resume)
+    if args.seeds < 1:
+        raise IcrlError(f"--seeds must be >= 1, got {args.seeds}")
+    configs = [_config(args, i) for i in range(args.seeds)]  # every config checked before any training
+    for cfg in configs:
+        code = train(cfg, resume=args.resume)
+        if code:
+            return code
+    return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

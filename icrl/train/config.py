@@ -28,6 +28,7 @@ from pydantic import Field, field_validator, model_validator
 
 from icrl.config import ConfigBase, load_config
 from icrl.data.sequences import SequenceConfig
+from icrl.eval.diagnostic import DiagnosticConfig
 from icrl.model.axes import LOGICAL_AXES
 from icrl.model.config import ModelConfig
 
@@ -184,6 +185,8 @@ class ExperimentConfig(ConfigBase):
     mesh: MeshConfig = Field(default_factory=MeshConfig, description="device mesh and sharding rules")
     distributed: DistributedConfig = Field(default_factory=DistributedConfig, description="multi-host setup")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="metrics sinks")
+    diagnostic: DiagnosticConfig = Field(default_factory=DiagnosticConfig,
+                                         description="in-context diagnostic logged while training (icrl.eval)")
 
     @field_validator("name")
     @classmethod
@@ -218,13 +221,15 @@ class ExperimentConfig(ConfigBase):
 # configured with the new length from the start).
 RESUMABLE_CHANGES: tuple[str, ...] = (
     "run_dir", "train.steps", "train.checkpoint_every", "train.keep", "train.async_checkpoint",
-    "train.log_every", "train.compile_cache", "mesh", "distributed", "metrics", "data.worker_count",
+    "train.log_every", "train.compile_cache", "mesh", "distributed", "metrics", "diagnostic", "data.worker_count",
 )
 
 
-def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
-    """Read an experiment YAML plus ``key.sub=value`` overrides; ConfigError names file, key, value."""
-    return load_config(ExperimentConfig, path, overrides)
+def load_experiment(path: str | Path, overrides: list[str] = (),
+                    values: dict[str, tuple[str, object]] | None = None) -> ExperimentConfig:
+    """Read an experiment YAML plus ``key.sub=value`` overrides and typed flag ``values`` (see
+    ``icrl.config.load_config``); ConfigError names file, key, value."""
+    return load_config(ExperimentConfig, path, overrides, values)
 
 
 def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from icrl.config import save_config
+from icrl.data.layout import layout_of, save_layout
 from icrl.errors import IcrlError
 from icrl.train import distributed
 from icrl.train.config import RESUMABLE_CHANGES, ExperimentConfig, forbidden_changes
@@ -71,7 +72,7 @@ def _check_run_dir(run: Path, resume: bool) -> None:
     if resume or not run.exists() or not any(run.iterdir()):
         return
     raise IcrlError(f"run directory {run} already exists: pass --resume to continue it, "
-                    f"or choose another name (--set name=...)")
+                    f"or choose another name (--name NAME)")
 
 
 def train(cfg: ExperimentConfig, *, resume: bool = False) -> int:
@@ -162,6 +163,7 @@ def _run(cfg: ExperimentConfig, proc: distributed.ProcessInfo, preemption: Preem
         start = 0
     if primary:
         save_config(cfg, run / "config.yaml")
+        save_layout(layout_of(cfg.data, cfg.model), run)  # what `icrl eval` lays its contexts out by
 
     # -- 5. the jitted step ---------------------------------------------------------------------------
     step_fn = jax.jit(
@@ -171,6 +173,8 @@ def _run(cfg: ExperimentConfig, proc: distributed.ProcessInfo, preemption: Preem
         out_shardings=(shardings, replicated(mesh)),
         donate_argnums=0,
     )
+
+    diagnose = _diagnostic(cfg, template, mesh)
 
     logger = MetricsLogger(run, cfg.metrics, enabled=primary, start_step=start, total_steps=tc.steps,
                            run_name=cfg.name, config=config_dict)
@@ -231,6 +235,8 @@ def _run(cfg: ExperimentConfig, proc: distributed.ProcessInfo, preemption: Preem
             if step == start + 1:  # the first step includes compilation: time from its end
                 jax.block_until_ready(metrics)
                 throughput.mark()
+            if diagnose is not None and (step % cfg.diagnostic.every == 0 or step == tc.steps):
+                logger.log(step, diagnose(state.params))
             preempted = preemption.reached(step)
             if step % tc.checkpoint_every == 0 or step == tc.steps or preempted:
                 entry, pending = pending, None
@@ -251,3 +257,30 @@ def _run(cfg: ExperimentConfig, proc: distributed.ProcessInfo, preemption: Preem
     finally:
         logger.close()
     return code
+
+
+def _diagnostic(cfg: ExperimentConfig, template, mesh):
+    """params -> the in-context diagnostic's figures (``icrl.eval.diagnostic``), or None when
+    ``diagnostic.demos`` is not set. Its two batches are built once and replicated on the mesh."""
+    if not cfg.diagnostic.demos:
+        return None
+    import jax
+
+    from icrl.data.layout import layout_of
+    from icrl.eval.diagnostic import diagnostic_batches, figures, query_loss
+    from icrl.store.reader import TrajectoryStore
+    from icrl.train.mesh import global_batch, replicated
+
+    try:
+        with TrajectoryStore(cfg.diagnostic.demos) as store:
+            host = diagnostic_batches(store, layout_of(cfg.data, cfg.model), tasks=cfg.diagnostic.tasks,
+                                      levels=cfg.diagnostic.levels)
+    except IcrlError as err:
+        raise IcrlError(f"diagnostic.demos: {err}") from None
+    batches = {k: global_batch(b, replicated(mesh), b["actions"].shape[0]) for k, b in host.items()}
+    loss = jax.jit(lambda params, batch: query_loss(template, params, batch))
+
+    def diagnose(params) -> dict[str, float]:
+        return figures(float(loss(params, batches["same"])), float(loss(params, batches["other"])))
+
+    return diagnose
