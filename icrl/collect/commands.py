@@ -5,7 +5,7 @@
     icrl collect --recipe datasets/minihack-train.yaml [--set levels=1000] [--workers 8]
     icrl play MiniHack-MazeWalk-15x15-v0 --split heldout --level 3 --out data/minihack-human
 
-A recipe (``datasets/*.yaml``) holds ``icrl.collect.run.CollectConfig`` fields; ``--set k=v`` and
+A recipe (``datasets/*.yaml``) holds ``icrl.collect.config.CollectConfig`` fields; ``--set k=v`` and
 the flags override it (flags last). Re-running the same command resumes: stored episodes are skipped.
 Exit status: 0 when every planned episode was stored or given up, 1 when a worker died or the run
 was interrupted (run it again to finish), 2 for bad input.

@@ -4,7 +4,7 @@ level in the context, ``episodes`` rollouts on it, for every method, on the same
     plan = plan_levels(cfg, tasks, demo_store, max_k=2)   # task -> levels, checked before any rollout
     rows = evaluate(cfg, plan, methods, demo_store)       # one row per episode -> results.json
 
-Levels are those the demo store holds for the task (held-out seeds, ``icrl.collect.run``), the
+Levels are those the demo store holds for the task (held-out seeds, ``icrl.collect.levels``), the
 first ``levels`` of them; demos of k shots are the level's episodes 0 .. k-1. A method is a
 ``Policy`` with the shots it is played at: the in-context model and Hashmap at every k; BC-0 at 0
 and BC-1 at 1; random and expert once (k = 0: they ignore demos).

@@ -65,7 +65,7 @@ class ShardWriter:
         wait: bool = False,
     ):
         """``name`` prefixes the writer's file names (e.g. ``collect-3``); ``compression`` is
-        ``lzma`` or ``zlib`` (see icrl.store.codec); a shard is sealed once it holds
+        ``lzma``, ``zlib``, ``zlib1`` or ``zstd`` (see icrl.store.codec); a shard is sealed once it holds
         ``max_shard_episodes`` episodes or ``max_shard_bytes`` bytes; ``recover`` first seals the
         journals of dead writers. ``lock``: the token of the store's write lock held by this
         writer's run in another process (``WriteLock.token``); None takes the lock (shared with the
