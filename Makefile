@@ -35,7 +35,8 @@ quickstart: setup
 	$(UV) run icrl nld convert --db $(QS)/nld.db --dataset nld-aa --out $(QS)/nld-store --segment-length 64 --quiet
 	$(UV) run icrl train experiments/quickstart.yaml --resume
 	$(UV) run icrl eval runs/quickstart --demos $(QS)/minihack-heldout-demos --tasks $(QS_EVAL_TASKS) \
-		--shots 0,1,2 --primary-k 1 --levels 32 --episodes 5 --sticky 0.2 --max-steps 128 --greedy
+		--shots 0,1,2 --primary-k 1 --levels 32 --episodes 5 --sticky 0.2 --max-steps 128 --greedy \
+		--methods icl,hashmap,random,expert
 
 envs-check: setup
 	$(UV) run icrl envs check
