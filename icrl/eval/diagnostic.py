@@ -28,10 +28,6 @@ from icrl.envs.registry import task_legal_actions
 from icrl.errors import IcrlError
 from icrl.store.reader import TrajectoryStore
 
-# Keys of a diagnostic batch: the model's inputs and the loss mask.
-BATCH_KEYS = ("obs", "actions", "rewards", "episode_start", "timestep", "legal_mask", "loss_mask")
-
-
 class DiagnosticConfig(ConfigBase):
     """The in-context diagnostic that ``icrl train`` logs while training."""
 
@@ -76,7 +72,10 @@ def diagnostic_batches(store: TrajectoryStore, layout: ContextLayout, *, tasks: 
 
 
 def _stack(rows: list[dict]) -> dict:
-    out = {k: np.stack([r[k] for r in rows]) for k in BATCH_KEYS if k != "obs"}
+    """Rows -> a batch with the keys a training batch sends to the devices (``train.step.DEVICE_KEYS``)."""
+    from icrl.train.step import DEVICE_KEYS  # lazily: icrl.train.config imports this module
+
+    out = {k: np.stack([r[k] for r in rows]) for k in DEVICE_KEYS if k != "obs"}
     out["obs"] = {k: np.stack([r["obs"][k] for r in rows]) for k in rows[0]["obs"]}
     return out
 
@@ -88,12 +87,11 @@ def figures(same_loss: float, other_loss: float) -> dict[str, float]:
 
 
 def query_loss(template, params, batch) -> "jax.Array":  # noqa: F821 (jax imported lazily)
-    """Mean teacher-forced cross-entropy of the batch's counted actions, no dropout: a pure function."""
-    from icrl.model.loss import action_loss
+    """Mean teacher-forced cross-entropy of the batch's counted actions, no dropout: a pure function,
+    the training step's loss (``train.step.microbatch_loss``) over the whole batch."""
+    from icrl.train.step import counted, microbatch_loss
 
-    model = template.build(params)
-    logits = model({k: batch[k] for k in BATCH_KEYS if k != "loss_mask"}, deterministic=True)
-    return action_loss(logits, batch["actions"], batch["loss_mask"])
+    return microbatch_loss(template, params, batch, None, counted(batch).sum().astype("float32"))[0]
 
 
 def run_diagnostic(run_dir: str | Path, demos: str | Path, step: int | None = None, levels: int = 16) -> dict:
