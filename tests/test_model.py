@@ -336,3 +336,15 @@ def test_cli_model_info(capsys):
     assert any("FLOPs per token" in line for line in lines)
     assert main(["model", "info", "7M"]) == 2
     assert "7M" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cursor_position", [False, True])
+def test_cursor_position_branch_tells_apart_cells_with_identical_crops(cursor_position):
+    """On a blank map every crop looks alike: only the cursor branch can tell where the agent is."""
+    from icrl.model.tty_encoder import TtyEncoder
+
+    encoder = TtyEncoder(preset("1M", cursor_position=cursor_position), rngs=nnx.Rngs(0))
+    blank = {"tty_chars": jnp.full((2, 24, 80), 32, jnp.uint8), "tty_colors": jnp.zeros((2, 24, 80), jnp.uint8)}
+    encoded = encoder({**blank, "tty_cursor": jnp.array([[10, 30], [10, 40]], jnp.int32)})
+    same = bool(jnp.allclose(encoded[0], encoded[1], atol=1e-6))
+    assert same is not cursor_position

@@ -1,71 +1,142 @@
-"""icrl sweep: grid → validated runs, requeue semantics, and a real (debug-executor) sweep."""
+"""icrl sweep: sweep files → validated jobs, the ablation files, GPU sweeps refused without GPUs,
+and the preemption handler that defers submitit's until the checkpoint is saved."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import os
+import signal
+from pathlib import Path
 
 import pytest
+import yaml
 
+from icrl.cli import main
 from icrl.config import ConfigError
 from icrl.errors import IcrlError
-from icrl.train.config import load_experiment
-from icrl.train.metrics import read_jsonl
-from icrl.train.sweep import TrainJob, parse_grid, sweep_runs
+from icrl.sweep.launch import gpus_per_node, plan, run_sweep
+from icrl.sweep.spec import ResourcesSpec, job_config, load_sweep, parse_grid, points
+from icrl.train.loop import Preemption
 
-from test_train_config import make_store, tiny_config, write_config
-from test_train_resume import env
+from test_train_config import REPO, make_store, tiny_config, write_config
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory):
+def experiment(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("train-sweep")
-    cfg = tiny_config(make_store(tmp / "store"), tmp / "runs",
-                      train={"steps": 2, "checkpoint_every": 2,
-                             "compile_cache": str(tmp_path_factory.getbasetemp() / "xla-cache")})
-    return write_config(tmp / "tiny.yaml", cfg)
+    return write_config(tmp / "tiny.yaml", tiny_config(make_store(tmp / "store"), tmp / "runs"))
 
 
-def test_grid_gives_one_validated_run_per_point(config):
-    grid = parse_grid(["train.lr=1e-4,3e-4", "seed=0,1"])
-    assert grid == [("train.lr", ["1e-4", "3e-4"]), ("seed", ["0", "1"])]
-    runs = sweep_runs(config, ["train.steps=5"], grid, load_experiment(config))
-    assert [r.name for r in runs] == ["tiny-lr=1e-4,seed=0", "tiny-lr=1e-4,seed=1",
-                                      "tiny-lr=3e-4,seed=0", "tiny-lr=3e-4,seed=1"]
-    cfg = load_experiment(config, list(runs[3].overrides))
-    assert (cfg.name, cfg.train.lr, cfg.seed, cfg.train.steps) == ("tiny-lr=3e-4,seed=1", 3e-4, 1, 5)
-    with pytest.raises(ConfigError, match=r"train.lr = 'fast'"):
-        sweep_runs(config, [], parse_grid(["train.lr=1e-4,fast"]), load_experiment(config))
+def sweep_file(path: Path, experiment: Path, **fields) -> Path:
+    data = {"name": "s", "experiment": str(experiment), "sweep_dir": str(path.parent / "sweep"),
+            "grid": {"data.p_burst": [0.0, 0.6, 1.0], "seed": {"0": {"seed": 0, "data.seed": 0},
+                                                                "1": {"seed": 1, "data.seed": 1}}}}
+    data.update(fields)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_the_grid_gives_one_resolved_job_per_point(experiment, tmp_path):
+    path = sweep_file(tmp_path / "s.yaml", experiment, overrides={"train.steps": 5, "train.lr": 3e-4})
+    spec = load_sweep(path)
+    pts = points(spec, str(path))
+    assert [p.name for p in pts] == [f"p_burst={b},seed={s}" for b in ("0.0", "0.6", "1.0") for s in (0, 1)]
+    cfg = job_config(spec, str(path), pts[3], tmp_path / "sweep", ["train.steps=7"])
+    # the file's overrides, then --set, then the point; named and placed by the sweep
+    assert (cfg.name, cfg.data.p_burst, cfg.seed, cfg.data.seed, cfg.train.steps, cfg.train.lr) == \
+        ("p_burst=0.6,seed=1", 0.6, 1, 1, 7, 3e-4)
+    assert cfg.path == tmp_path / "sweep" / "runs" / "p_burst=0.6,seed=1"
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"grid": {}}, "grid: the grid needs at least one axis"),
+    ({"grid": {"data.sources": [[{"path": "a"}], [{"path": "b"}]]}}, "needs a label"),
+    ({"grid": {"seed": [0, 0]}}, "repeats a value"),
+    ({"grid": {"size": {"small model": {"model.preset": "1M"}}}}, "must be a plain name"),
+    ({"report": {"x": "train.lr"}}, "report.x='train.lr' is not a grid axis"),
+    ({"eval": {"demos": "d", "shots": [0, 2]}}, "primary_k=1 is not one of shots"),
+    ({"eval": {"demos": "d", "methods": ["icl", "oracle"]}}, "unknown method(s) ['oracle']"),
+    ({"resources": {"executor": "pbs"}}, "resources.executor = 'pbs'"),
+    ({"colour": "red"}, "unknown key 'colour'"),
+])
+def test_a_bad_sweep_file_is_one_clear_error(experiment, tmp_path, fields, message):
+    with pytest.raises(ConfigError, match=None) as err:
+        load_sweep(sweep_file(tmp_path / "s.yaml", experiment, **fields))
+    assert message in str(err.value) and str(tmp_path / "s.yaml") in str(err.value)
+
+
+def test_a_bad_value_names_the_job_and_its_grid_point(experiment, tmp_path, capsys):
+    path = sweep_file(tmp_path / "s.yaml", experiment, grid={"data.p_burst": [0.5, 2.0]})
+    assert main(["sweep", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "data.p_burst = 2.0" in err and "grid.data.p_burst = 2.0" in err
     for bad in (["lr"], ["train.lr="], ["seed=1", "seed=2"], []):
         with pytest.raises(IcrlError):
             parse_grid(bad)
 
 
-def test_a_preempted_job_is_requeued_with_the_same_arguments():
-    job = TrainJob()
-    resubmission = job.checkpoint("exp.yaml", ("name=a",))
-    assert resubmission.function is job and resubmission.args == ("exp.yaml", ("name=a",))
+def test_dry_run_and_grid_flags(experiment, capsys):
+    assert main(["sweep", str(experiment), "--grid", "seed=0,1", "--grid", "train.lr=1e-4,3e-4", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:] == ["seed=0,lr=0.0001: seed=0 train.lr=0.0001", "seed=0,lr=0.0003: seed=0 train.lr=0.0003",
+                       "seed=1,lr=0.0001: seed=1 train.lr=0.0001", "seed=1,lr=0.0003: seed=1 train.lr=0.0003"]
+    assert not (experiment.parent / "runs" / "sweeps").exists()  # a dry run writes nothing
 
 
-def test_dry_run_prints_the_runs(config, capsys):
-    from icrl.cli import main
+@pytest.mark.parametrize("path", sorted((REPO / "experiments" / "ablations").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_ablation_file_plans_without_flags(path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)  # their paths are relative to the repository
+    assert run_sweep(path, dry_run=True) == 0
+    out = capsys.readouterr().out.splitlines()
+    spec = load_sweep(path)
+    assert len(out) == 1 + len(points(spec, str(path))) and spec.eval is not None
+    if path.name.endswith("-cpu.yaml"):
+        assert spec.resources.executor == "local" and "accelerator cpu" in out[0]
+    else:
+        assert spec.resources.executor == "slurm" and "accelerator gpu" in out[0] and " x 8 GPUs" in out[0]
 
-    assert main(["sweep", str(config), "--grid", "seed=0,1", "--dry-run"]) == 0
-    assert capsys.readouterr().out.splitlines() == ["tiny-seed=0: seed=0 name=tiny-seed=0",
-                                                   "tiny-seed=1: seed=1 name=tiny-seed=1"]
+
+def test_a_gpu_sweep_is_refused_where_there_are_no_gpus(experiment, tmp_path, capsys):
+    path = sweep_file(tmp_path / "s.yaml", experiment, resources={"accelerator": "gpu", "gpus_per_node": 1})
+    assert main(["sweep", str(path), "--executor", "local"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("icrl sweep: error: resources.accelerator=gpu, but JAX finds no GPU on this machine: refusing "
+                   "to run a GPU sweep on CPU (--executor slurm to run it on a cluster, or --accelerator cpu)")
+    assert not (tmp_path / "sweep").exists()  # nothing planned, nothing submitted
+    # A job that lands on a node without GPUs refuses too, before it trains.
+    from icrl.sweep.job import check_accelerator
+
+    with pytest.raises(IcrlError, match="asks for GPUs .* finds only cpu devices .* refusing to train on CPU"):
+        check_accelerator("gpu", "p_burst=1.0")
 
 
-@pytest.mark.slow
-def test_debug_sweep_trains_every_point(config):
-    cmd = [sys.executable, "-m", "icrl.cli", "sweep", str(config), "--grid", "seed=0,1", "--executor", "debug"]
-    out = subprocess.run(cmd, env=env(1), capture_output=True, text=True, timeout=400)
-    assert out.returncode == 0, out.stdout + out.stderr
-    runs = config.parent / "runs"
-    losses = []
-    for seed in (0, 1):
-        records = read_jsonl(runs / f"tiny-seed={seed}" / "metrics.jsonl")
-        assert records[-1]["event"] == "done" and records[-1]["step"] == 2
-        losses.append(records[1]["loss"])
-        assert (runs / f"tiny-seed={seed}" / "checkpoints" / "2").is_dir()
-    assert losses[0] != losses[1]  # different seeds, different initialisations
-    assert "tiny-seed=1: exit code 0" in out.stdout
+def test_gpus_per_node_come_from_the_mesh(experiment, tmp_path):
+    cfg = job_config(load_sweep(sweep_file(tmp_path / "s.yaml", experiment)), "s.yaml",
+                     points(load_sweep(tmp_path / "s.yaml"), "s.yaml")[0], tmp_path, ["mesh.data=4", "mesh.fsdp=2"])
+    assert gpus_per_node(ResourcesSpec(executor="slurm", accelerator="gpu"), cfg, "gpu") == 8
+    assert gpus_per_node(ResourcesSpec(executor="slurm", accelerator="gpu", nodes=2), cfg, "gpu") == 4
+    with pytest.raises(IcrlError, match="holds 8 devices but the resources give 1 node"):
+        gpus_per_node(ResourcesSpec(executor="slurm", accelerator="gpu", gpus_per_node=4), cfg, "gpu")
+    free = cfg.model_copy(update={"mesh": cfg.mesh.model_copy(update={"data": -1})})
+    with pytest.raises(IcrlError, match="has an axis of -1"):
+        gpus_per_node(ResourcesSpec(executor="slurm", accelerator="gpu"), free, "gpu")
+    spec = load_sweep(tmp_path / "s.yaml")
+    slurm = ResourcesSpec(executor="slurm")  # auto on SLURM is a GPU sweep: never 0 GPUs by default
+    assert {j.gpus_per_node for j in plan(spec, "s.yaml", tmp_path, ["mesh.data=8"], slurm)} == {8}
+    with pytest.raises(IcrlError, match="gpus_per_node=0 would train on CPU"):
+        gpus_per_node(ResourcesSpec(executor="slurm", accelerator="gpu", gpus_per_node=0), cfg, "gpu")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR2])
+def test_preemption_defers_the_previous_handler_until_closed(sig):
+    seen = []
+    previous = signal.signal(sig, lambda s, f: seen.append(s))
+    try:
+        preemption = Preemption(multiprocess=False)
+        assert not preemption.reached(1)
+        os.kill(os.getpid(), sig)
+        assert preemption.reached(2) and preemption.signum == sig and seen == []  # not handed on yet
+        preemption.close()
+        os.kill(os.getpid(), sig)
+        assert seen == [sig]  # the previous handler is back
+    finally:
+        signal.signal(sig, previous)

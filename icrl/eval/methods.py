@@ -51,6 +51,38 @@ def run_config(run_dir: str | Path):
     return load_experiment(path)
 
 
+def seed_runs(run: str | Path, seeds: int) -> list[Path]:
+    """The run directories ``<run>-seed<i>``, i < ``seeds``, that ``icrl train --seeds`` made
+    (``run``: the base run directory, e.g. runs/quickstart); IcrlError naming a missing one."""
+    from icrl.train.commands import seed_run_name
+
+    if seeds < 1:
+        raise IcrlError(f"--seeds must be >= 1, got {seeds}")
+    run = Path(run)
+    out = [run.parent / seed_run_name(run.name, i) for i in range(seeds)]
+    for path in out:
+        if not path.is_dir():
+            raise IcrlError(f"--seeds {seeds}: {path}: no such run directory (`icrl eval {run} --seeds {seeds}` "
+                            f"evaluates {out[0].name} .. {out[-1].name}, made by `icrl train CONFIG --seeds {seeds}`)")
+    return out
+
+
+def check_same_layout(runs: Sequence[str | Path]) -> None:
+    """IcrlError naming the first run whose context layout (``layout.json``, else its config's)
+    differs from the first run's: seeds of one experiment must read the same contexts."""
+    import dataclasses
+
+    from icrl.data.layout import load_layout
+
+    layouts = [load_layout(run, run_config(run)) for run in runs]
+    for run, layout in zip(runs[1:], layouts[1:]):
+        if layout != layouts[0]:
+            a, b = dataclasses.asdict(layouts[0]), dataclasses.asdict(layout)
+            diff = ", ".join(f"{k} {a[k]} vs {b[k]}" for k in a if a[k] != b[k])
+            raise IcrlError(f"{run}: its context layout differs from {runs[0]}'s ({diff}); the seed runs of one "
+                            "evaluation must share one layout")
+
+
 def check_methods(runs: Mapping[str, str | Path], names: Sequence[str], tasks: Sequence[str]) -> None:
     """IcrlError, before any model is loaded, when a task is unknown, when a method does not apply
     to a task's domain, or when a run's model reads another domain than a task's.

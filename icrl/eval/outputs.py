@@ -94,3 +94,28 @@ def read_results(runs: list[str]) -> dict[str, list[dict]]:
         except json.JSONDecodeError as err:
             raise IcrlError(f"{path}: not valid JSON ({err})") from None
     return results
+
+
+def seeds_dir(run: str | Path) -> Path:
+    """Where ``icrl eval RUN --seeds N`` writes its combined report: ``<RUN>-seeds/`` beside the
+    seed runs (not RUN itself, which ``icrl train`` without ``--seeds`` would refuse once non-empty)."""
+    run = Path(run)
+    return run.parent / f"{run.name}-seeds"
+
+
+def write_seeds_report(run: str | Path, seed_runs: Sequence[str | Path], methods: Sequence[str]) -> str:
+    """``<RUN>-seeds/report.md``: ``compare_runs`` of the seed runs' eval/results.json for each of
+    ``methods`` (each seed's success rate and gain, then the mean ± 95% CI over seeds); its text."""
+    results = read_results([str(r) for r in seed_runs])
+    names = ", ".join(Path(r).name for r in seed_runs)
+    lines = [f"# Few-shot evaluation of {Path(run).name} over {len(seed_runs)} seeds", "",
+             f"Seed runs: {names}; every seed played the same levels, sticky-action seeds and demos. Per seed: "
+             "a mean over levels with a 95% CI over level means; over runs: the mean of the seeds' figures with "
+             "a 95% Student-t CI over seeds (the seed-to-seed spread).", ""]
+    for method in methods:
+        lines += [f"## `{method}`", "", compare_runs(results, method), ""]
+    out = seeds_dir(run)
+    out.mkdir(parents=True, exist_ok=True)
+    text = "\n".join(lines)
+    _write_atomically(out / "report.md", text + "\n")
+    return text

@@ -78,6 +78,9 @@ class ModelConfig(ConfigBase):
         False, description="action tokens also carry a learned projection of their step's observation encoding"
     )
     crop_size: int = Field(12, ge=2, description="side of the tty crop around the cursor")
+    cursor_position: bool = Field(
+        False, description="tty encoder: add a fixed code (random Fourier features) of the cursor's absolute cell, so a "
+        "step can be matched by where the agent is, which the centred crop and the coarse map do not tell")
     char_dim: int | None = Field(None, ge=1, description="tty character embedding width (None: the preset's)")
     color_dim: int | None = Field(None, ge=1, description="tty colour embedding width (None: the preset's)")
     crop_channels: int | None = Field(None, ge=1, description="conv channels over the crop (None: the preset's)")

@@ -6,9 +6,13 @@ The 24×80 terminal is read in four parts, each by its own branch, then fused by
   two 3×3 convolutions — the fine local view that navigation depends on;
 - map: rows 1-21, through three stride-2 convolutions (21×80 → 3×10) — a coarse global view;
 - message: row 0, character embeddings flattened — what the game just said;
-- status: rows 22-23, character embeddings flattened — the bottom-line stats.
-
-Cells are embedded as (character embedding ‖ colour embedding); the lines use characters only.
+- status: rows 22-23, character embeddings flattened — the bottom-line stats;
+- cursor (``cursor_position``, off by default): a fixed code of the cursor's absolute cell (random
+  Fourier features, ``cell_code``), added to the output. The crop is centred on the agent and the map branch is coarse, so
+  without it steps in look-alike corridors of a dark maze encode alike. The code has no parameters:
+  a learned table per cell was tried first and hurt held-out tasks, whose cells training rarely
+  visits (held-out demo loss 0.93 vs 0.65 at step 400 of the quickstart), while the dot product of
+  two fixed codes depends only on the cells' offset, the same on every map.
 """
 
 from __future__ import annotations
@@ -44,6 +48,27 @@ def crop_around(grid: jax.Array, rows: jax.Array, cols: jax.Array, size: int) ->
     return jax.vmap(lambda g, r, c: jax.lax.dynamic_slice(g, (r, c), (size, size)))(padded, rows, cols)
 
 
+CELL_CODE_SCALE = 1.55  # frequency scale (per cell) of the cell code: a neighbour scores about 0.3
+# RMS of the cell code added to the encoding: about the encoder output's own at initialisation
+# (0.29 on quickstart demos), so the code neither drowns the screen nor drowns in it.
+CELL_CODE_RMS = 0.3
+
+
+def cell_code(rows: jax.Array, cols: jax.Array, width: int) -> jax.Array:
+    """Fixed code of tty cells (rows, cols) [N] → [N, width]: random Fourier features of the cell.
+
+    ``sqrt(2)·cos(w·p + b)`` with fixed random 2-D frequencies w ~ N(0, 1.55²) and phases b, so
+    ``code(p)·code(q) / width ≈ exp(−1.2·|p − q|²)``: about 1 at the same cell, 0.3 next to it, near
+    0 farther away, on every map alike. A matching head can then pick out the demo's step at the
+    agent's own cell. Unit RMS per feature; the same constants in every run (key 0).
+    """
+    kw, kb = jax.random.split(jax.random.key(0))
+    w = CELL_CODE_SCALE * jax.random.normal(kw, (2, width))
+    b = jax.random.uniform(kb, (width,), maxval=2 * jnp.pi)
+    p = jnp.stack([rows, cols], -1).astype(jnp.float32)
+    return jnp.sqrt(2.0) * jnp.cos(p @ w + b)
+
+
 class TtyEncoder(nnx.Module):
     """tty observation → [..., d_model].
 
@@ -68,6 +93,7 @@ class TtyEncoder(nnx.Module):
         self.map_out = dense(map_cells * cm, f, ("enc_in", "enc_hidden"), use_bias=True, **kw)
         self.message_out = dense(COLS * cd, f, ("enc_in", "enc_hidden"), use_bias=True, **kw)
         self.status_out = dense(2 * COLS * cd, f, ("enc_in", "enc_hidden"), use_bias=True, **kw)
+        self.cursor_position = config.cursor_position
         self.fuse_hidden = dense(4 * f, dims.tty_hidden, ("enc_in", "enc_hidden"), use_bias=True, **kw)
         self.fuse_out = dense(dims.tty_hidden, dims.d_model, ("enc_hidden", "embed"), use_bias=True, **kw)
 
@@ -102,4 +128,7 @@ class TtyEncoder(nnx.Module):
         status = nnx.gelu(self.status_out(self.chars(chars[:, MAP_ROWS[1] :].astype(jnp.int32)).reshape(n, -1)))
 
         h = nnx.gelu(self.fuse_hidden(jnp.concatenate([crop, whole_map, message, status], -1)))
-        return self.fuse_out(h).reshape(*lead, -1)
+        out = self.fuse_out(h)
+        if self.cursor_position:
+            out = out + CELL_CODE_RMS * cell_code(cursor[:, 0], cursor[:, 1], out.shape[-1]).astype(out.dtype)
+        return out.reshape(*lead, -1)

@@ -1,7 +1,8 @@
-"""``icrl train CONFIG``: train on one CPU or a multi-host mesh; ``icrl sweep CONFIG``: a grid of runs.
+"""``icrl train CONFIG``: train on one CPU or a multi-host mesh; ``icrl sweep``: a grid of jobs.
 
     icrl train experiments/tiny.yaml [--set train.steps=200 ...] [--resume]
     icrl train CONFIG --coordinator host0:1234 --num-processes 2 --process-id 0     # explicit multi-host
+    icrl sweep experiments/ablations/burstiness-cpu.yaml [--executor local --parallel 1]   # icrl.sweep
     icrl sweep CONFIG --grid train.lr=1e-4,3e-4 --grid seed=0,1 [--executor slurm --slurm-partition gpu]
 
 Exit codes: 0 done (or preempted after saving a checkpoint), 1 non-finite loss, 2 bad input.
@@ -35,27 +36,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--process-id", type=int, metavar="I", help="this process's id in [0, N)")
     p.set_defaults(func=cmd_train)
 
-    s = subparsers.add_parser("sweep", help="launch a grid of training runs (submitit: SLURM or local)",
-                              description="One `icrl train` run per point of the grid, each in its own run "
-                                          "directory <run_dir>/<name>-<point>/; preempted SLURM jobs requeue "
-                                          "and resume from their newest checkpoint.")
-    s.add_argument("config", help="experiment YAML")
+    s = subparsers.add_parser(
+        "sweep", help="run a grid of train -> eval jobs on this machine or SLURM (submitit), then one report",
+        description="Run every job of a sweep file (experiments/ablations/*.yaml: experiment, overrides, grid, "
+                    "eval, report, resources), or of an experiment config and --grid flags (training only). "
+                    "Jobs that are done are skipped, interrupted ones resume; preempted SLURM jobs save a "
+                    "checkpoint and are requeued. The sweep directory lists the jobs and their states (jobs.md).")
+    s.add_argument("config", help="sweep file, or experiment YAML with --grid")
     _add_overrides(s)
     s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
-                   help="a swept field and its values (repeatable: the grid is the product)")
-    s.add_argument("--executor", choices=("auto", "slurm", "local", "debug"), default="auto",
-                   help="submitit executor: auto (SLURM when available, else local processes), slurm, "
-                        "local, or debug (in this process)")
-    s.add_argument("--slurm-partition", help="SLURM partition")
-    s.add_argument("--nodes", type=int, default=1, help="nodes per run (default 1)")
-    s.add_argument("--gpus-per-node", type=int, default=0,
-                   help="GPUs per node (default 0); one process per node drives them all")
+                   help="experiment configs only: a swept field and its values (repeatable: the grid is the product)")
+    s.add_argument("--executor", choices=("local", "slurm"), default=None,
+                   help="local: this machine, --parallel jobs at a time; slurm: SLURM job arrays "
+                        "(default: the file's resources.executor, else local)")
+    s.add_argument("--parallel", type=int, default=None, help="local executor: jobs at a time (default 1)")
+    s.add_argument("--accelerator", choices=("auto", "cpu", "gpu"), default=None,
+                   help="gpu: GPUs required (a sweep that would run on CPU is refused); cpu: CPU only; "
+                        "auto (default): gpu on SLURM, here whatever JAX finds")
+    s.add_argument("--gpus-per-node", type=int, default=None,
+                   help="GPUs per node (default: the mesh's devices / nodes for a GPU sweep)")
+    s.add_argument("--nodes", type=int, default=None, help="nodes per job (SLURM; default 1)")
     s.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per task")
-    s.add_argument("--timeout-min", type=int, default=60 * 24, help="time limit per job in minutes (default 1440)")
-    s.add_argument("--folder", default=None, help="submitit logs folder (default <run_dir>/<name>-sweep/)")
-    s.add_argument("--dry-run", action="store_true", help="print the runs of the grid without launching")
-    s.add_argument("--wait", action="store_true",
-                   help="wait for every job and exit non-zero if one failed (always so with --executor debug)")
+    s.add_argument("--timeout-min", type=int, default=None, help="time limit per job in minutes (default 1440)")
+    s.add_argument("--slurm-partition", dest="partition", default=None, help="SLURM partition")
+    s.add_argument("--dry-run", action="store_true", help="check and print the jobs; run and write nothing")
+    s.add_argument("--status", action="store_true", help="print the jobs and their states; run nothing")
+    s.add_argument("--wait", action="store_true", help="slurm: wait for every job, then write the report")
     s.set_defaults(func=cmd_sweep)
 
 
@@ -106,29 +112,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from icrl.train.sweep import launch, parse_grid, sweep_runs
+    from icrl.sweep.launch import run_sweep
 
-    base = _config(args)
-    runs = sweep_runs(args.config, args.overrides, parse_grid(args.grid), base)
-    for run in runs:
-        print(f"{run.name}: {' '.join(run.overrides) or '(base config)'}")
-    if args.dry_run:
-        return 0
-    jobs = launch(runs, args.config, base, executor=args.executor, partition=args.slurm_partition,
-                  nodes=args.nodes, gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
-                  timeout_min=args.timeout_min, folder=args.folder)
-    for run, job in zip(runs, jobs):
-        print(f"{run.name}: job {job.job_id}")
-    if not (args.wait or args.executor == "debug"):
-        return 0
-    failed = 0
-    for run, job in zip(runs, jobs):
-        try:
-            code = job.result()
-        except Exception as err:  # a job's own traceback is in its submitit log
-            print(f"{run.name}: failed: {err}")
-            failed += 1
-            continue
-        print(f"{run.name}: exit code {code}")
-        failed += code != 0
-    return 1 if failed else 0
+    resources = {k: getattr(args, k) for k in ("executor", "parallel", "accelerator", "gpus_per_node", "nodes",
+                                               "cpus_per_task", "timeout_min", "partition")}
+    return run_sweep(args.config, grid=args.grid, overrides=args.overrides, resources=resources,
+                     dry_run=args.dry_run, status=args.status, wait=args.wait)

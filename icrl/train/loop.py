@@ -14,14 +14,17 @@
    diagnostic and exit code 1, without saving, so the newest checkpoint stays the last good one.
    Every ``log_every`` steps: metrics.jsonl, TensorBoard, W&B, progress line. Every
    ``checkpoint_every`` steps and at the end: an asynchronous, atomic Orbax checkpoint.
-7. SIGTERM (preemption): all processes finish the same step, save a checkpoint, exit 0.
+7. SIGTERM or SIGUSR2 (preemption): all processes finish the same step, save a checkpoint, return 0
+   (``PreemptionNotice`` tells a caller which signal came, e.g. to have submitit requeue the job).
 
 Exit codes: 0 finished or preempted-and-saved, 1 non-finite loss, 2 bad input (``IcrlError``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import os
 import signal
 import threading
 import time
@@ -37,35 +40,62 @@ from icrl.train.config import RESUMABLE_CHANGES, ExperimentConfig, forbidden_cha
 EXIT_OK, EXIT_NONFINITE = 0, 1
 
 
-class Preemption:
-    """Has a preemption notice (SIGTERM) arrived? All processes answer alike at the same step.
+# Signals that mean "you are about to be stopped": SLURM sends SIGTERM at preemption and before
+# killing a job at its time limit; submitit asks SLURM for SIGUSR2 shortly before the time limit.
+PREEMPTION_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGUSR2)
 
-    One process: a SIGTERM handler sets a flag. Several: JAX's preemption service (started by
-    ``jax.distributed.initialize``) catches the signal on any process and
-    ``reached_preemption_sync_point`` turns True on every process at the same step.
+
+@dataclasses.dataclass
+class PreemptionNotice:
+    """Filled in by ``train``: the preemption signal that stopped the run (None: none came).
+
+    A caller that must act after the checkpoint is saved (``icrl.sweep.job`` hands the job back to
+    submitit to be requeued) passes one in and reads it when ``train`` returns.
+    """
+
+    signum: int | None = None
+
+
+class Preemption:
+    """Has a preemption notice (SIGTERM or SIGUSR2) arrived? All processes answer alike at one step.
+
+    One process: handlers for both signals set a flag; they replace the previous handlers (e.g.
+    submitit's, which would requeue at once, before the state is saved) until ``close``, and the
+    caller learns the signal from ``signum`` to hand it on afterwards. Several: JAX's preemption
+    service (started by ``jax.distributed.initialize``) catches SIGTERM on any process and
+    ``reached_preemption_sync_point`` turns True on every process at the same step, so they all
+    save that step; it listens to SIGTERM only, so a SIGUSR2 is passed on to it as a SIGTERM.
     """
 
     def __init__(self, multiprocess: bool):
         self.multiprocess = multiprocess
-        self.flag = False
-        self._previous = None
-        if not multiprocess and threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handler)
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            # Several processes: SIGTERM is JAX's (its handler is installed below Python's).
+            for sig in (signal.SIGUSR2,) if multiprocess else PREEMPTION_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handler)
 
     def _handler(self, signum, frame) -> None:
-        self.flag = True
+        if self.signum is None:
+            self.signum = signum
+        if self.multiprocess and signum != signal.SIGTERM:
+            os.kill(os.getpid(), signal.SIGTERM)  # to JAX's preemption notifier
 
     def reached(self, step: int) -> bool:
         if self.multiprocess:
             from jax.experimental import multihost_utils
 
-            return multihost_utils.reached_preemption_sync_point(step)
-        return self.flag
+            hit = multihost_utils.reached_preemption_sync_point(step)
+            if hit and self.signum is None:  # the notice reached another process
+                self.signum = signal.SIGTERM
+            return hit
+        return self.signum is not None
 
     def close(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-            self._previous = None
+        for sig, previous in self._previous.items():
+            signal.signal(sig, signal.SIG_DFL if previous is None else previous)
+        self._previous = {}
 
 
 def _check_run_dir(run: Path, resume: bool) -> None:
@@ -75,16 +105,22 @@ def _check_run_dir(run: Path, resume: bool) -> None:
                     f"or choose another name (--name NAME)")
 
 
-def train(cfg: ExperimentConfig, *, resume: bool = False) -> int:
-    """Run (or, with ``resume``, continue) the experiment ``cfg``. Returns the exit code."""
+def train(cfg: ExperimentConfig, *, resume: bool = False, notice: PreemptionNotice | None = None) -> int:
+    """Run (or, with ``resume``, continue) the experiment ``cfg``. Returns the exit code.
+
+    ``notice``, if given, receives the preemption signal that stopped the run (see ``Preemption``).
+    """
     # -- 1. processes ---------------------------------------------------------------------------
     proc = distributed.initialize(cfg.distributed)
-    # From here on a SIGTERM is a preemption notice: the run saves after its next step and exits 0.
+    # From here on SIGTERM or SIGUSR2 is a preemption notice: the run saves after its next step and
+    # returns 0; the caller's own handlers are back once it has returned.
     preemption = Preemption(proc.process_count > 1)
     try:
         return _train(cfg, resume, proc, preemption)
     finally:
         preemption.close()
+        if notice is not None:
+            notice.signum = preemption.signum
 
 
 def _train(cfg: ExperimentConfig, resume: bool, proc: distributed.ProcessInfo, preemption: Preemption) -> int:

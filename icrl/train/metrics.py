@@ -50,7 +50,30 @@ def check_wandb(cfg: MetricsConfig) -> None:
 
         if importlib.util.find_spec("wandb") is None:
             raise IcrlError("metrics.wandb=true but the wandb package is not installed "
-                            "(pip install wandb, or set metrics.wandb=false)")
+                            "(the `wandb` extra: uv sync --extra wandb; or set metrics.wandb=false)")
+
+
+WANDB_ID_FILE = "wandb_id"
+
+
+def wandb_run_id(run_dir: str | Path) -> str:
+    """The W&B run id of a run directory: a random uuid made on first use and kept in
+    ``<run_dir>/wandb_id``, so every resume of the run logs to the same W&B run and no other run
+    directory ever gets it (a name can be reused; a uuid is not)."""
+    import uuid
+
+    path = Path(run_dir) / WANDB_ID_FILE
+    if path.is_file():
+        text = path.read_text().strip()
+        if re.fullmatch(r"[0-9a-f]{32}", text):
+            return text
+        raise IcrlError(f"{path}: not a W&B run id (32 hex digits); delete it to start a new W&B run")
+    run_id = uuid.uuid4().hex
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(run_id + "\n")
+    tmp.replace(path)  # atomic: a crash leaves no half-written id
+    return run_id
 
 
 def _format_seconds(s: float) -> str:
@@ -85,9 +108,10 @@ class MetricsLogger:
         if cfg.wandb:
             import wandb
 
-            # The run's id is its name, so a resumed run continues the same W&B run.
+            # The id is the run directory's own (wandb_run_id), not its name: a resumed run continues
+            # its W&B run, and two runs that share a name never merge.
             self.wandb = wandb.init(project=cfg.wandb_project, entity=cfg.wandb_entity, name=run_name,
-                                    id=re.sub(r"[^A-Za-z0-9_-]", "-", run_name), resume="allow", config=config,
+                                    id=wandb_run_id(run_dir), resume="allow", config=config,
                                     dir=str(run_dir))
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
