@@ -17,6 +17,7 @@ played the same episodes (it should: a row's randomness is its own).
     .venv/bin/python benchmarks/eval_throughput.py [--levels 16] [--tasks T ...] [--demos STORE]
     .venv/bin/python benchmarks/eval_throughput.py --modes old batched batch-4 \
         --methods icl,hashmap,random,expert,finetune
+    .venv/bin/python benchmarks/eval_throughput.py --modes old batched --breakdown   # where the time goes
 """
 
 from __future__ import annotations
@@ -60,6 +61,46 @@ def play(mode: str, cfg, plan, methods, store) -> list[dict]:
     return rows
 
 
+class Breakdown:
+    """Seconds spent, while on, in env steps, env resets, env construction and the policies' calls
+    (``act`` + ``record`` + ``start``: the model's work, sampling and its host transfers included),
+    by timing those calls; the rest of the wall time is the evaluator's own Python. XLA runs the
+    model asynchronously: work still running when a call returns is counted where it is waited
+    for (the model policy appends its action token while the envs step)."""
+
+    def __init__(self, policies):
+        import icrl.eval.evaluate as evaluate_module
+        from icrl.envs.vector import SerialVectorEnv
+        from icrl.envs.wrappers import StickyVectorEnv
+
+        self.on, self.seconds = False, {}
+        self._timed(StickyVectorEnv, "step", "env step")
+        self._timed(SerialVectorEnv, "reset", "env reset")
+        self._timed(evaluate_module, "make_vector_env", "env build")
+        for policy in policies:
+            for name in ("act", "record", "start"):
+                self._timed(policy, name, "policy")
+
+    def _timed(self, owner, name: str, key: str) -> None:
+        inner = getattr(owner, name)
+
+        def call(*args, **kwargs):
+            if not self.on:
+                return inner(*args, **kwargs)
+            start = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - start
+
+        setattr(owner, name, call)
+
+    def line(self, wall: float) -> str:
+        parts = [f"{k} {v:.1f} s ({100 * v / wall:.0f}%)" for k, v in self.seconds.items()]
+        rest = wall - sum(self.seconds.values())
+        return ", ".join(parts + [f"rest {rest:.1f} s ({100 * rest / wall:.0f}%)"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
@@ -73,6 +114,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2,
                         help="rounds over the modes, interleaved; each mode's best round is reported (a shared "
                              "machine's load varies from one minute to the next)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="after the rounds, play each mode once more timing env steps, resets, env "
+                             "construction and the policies' calls")
     args = parser.parse_args()
 
     import jax
@@ -128,6 +172,15 @@ def main() -> None:
             print(f"{mode:10s} {n} episodes ({steps[mode]} env steps) in {best:6.1f} s (rounds: "
                   f"{', '.join(f'{t:.1f}' for t in times[mode])}): {rates[mode]:6.2f} episodes/s, "
                   f"{steps[mode] / best:7.1f} env steps/s; compile and warm-up {warm[mode]:.1f} s", flush=True)
+        if args.breakdown:
+            timer = Breakdown([m.policy for m in methods.values()])
+            for mode in args.modes:
+                timer.on, timer.seconds = True, {}
+                start = time.perf_counter()
+                play(mode, cfg, plan, methods, store)
+                wall = time.perf_counter() - start
+                timer.on = False
+                print(f"{mode:10s} breakdown of a {wall:.1f} s round: {timer.line(wall)}", flush=True)
         same = len({tuple(r) for r in results.values()}) == 1
         print(f"same episodes in every mode: {'yes' if same else 'NO'}")
         for mode in args.modes:

@@ -2,8 +2,9 @@
 
 A batch holds R rollout rows over L levels (``icrl.eval.policies``: row r plays with the demos of
 level ``row_demos[r]``). With ``use_cache`` (the default) the L levels' demos are prefilled once, as
-one batch of L rows, into a KV cache whose rows are then gathered to the R rollouts
-(``take_rows``: rollout r starts from its level's prefix); the rollouts decode one step at a time:
+one batch of L rows, into a KV cache that the R rollouts start from (``share_prefix``: each level's
+demos stored once for its rollouts, when the rows come level by level as the evaluator orders
+them; else ``take_rows``, a copy per rollout); the rollouts decode one step at a time:
 observation token -> action logits -> action (and reward) token. Without it, every step recomputes
 each row's whole context (its level's demos + its steps so far) with a full forward pass; both give
 the same actions for the same seeds, which the tests check, and ``benchmarks/eval_throughput.py``
@@ -33,7 +34,7 @@ from flax import nnx
 from icrl.data.layout import ContextLayout, demo_row
 from icrl.envs.actions import PAD_ACTION
 from icrl.eval.policies import Policy, check_batch, check_model_domain
-from icrl.model.cache import take_rows
+from icrl.model.cache import share_prefix, take_rows
 from icrl.store.episode import OBS_SPECS, Episode
 
 # Keys of a packed row that the model reads (``icrl.model.model``'s batch format).
@@ -92,6 +93,11 @@ class ModelPolicy(Policy):
     def domain(self) -> str:
         return nnx.merge(self.decoder.graphdef, self.decoder.state).config.domain
 
+    @functools.cached_property
+    def reward_tokens(self) -> bool:
+        """Whether the model has reward tokens: then an action is appended with its reward, after the step."""
+        return nnx.merge(self.decoder.graphdef, self.decoder.state).config.reward_tokens
+
     def check(self, task):
         check_model_domain(self.name, self.domain, task)
 
@@ -114,30 +120,52 @@ class ModelPolicy(Policy):
             if batch is None:
                 self.cache = nnx.merge(self.decoder.graphdef, self.decoder.state).init_cache(n, capacity)
             else:
-                _, prefix = self.decoder.prefill(self.context, capacity, jnp.asarray(batch["lengths"]))
-                self.cache = take_rows(prefix, rows)  # rollout r starts from its level's demos
+                self.cache = self._prefix_cache(batch, rows, capacity)
         else:
             self.history: list[dict] = []  # per step: obs [R, ...], actions [R], rewards [R]
+
+    def _prefix_cache(self, batch: dict, rows: np.ndarray, capacity: int):
+        """The cache of R rollouts, rollout r starting from level ``rows[r]``'s demos (``batch``:
+        ``demo_batch``'s L rows), with room for ``capacity`` tokens per row.
+
+        Where the rows come level by level, the same number per level (the evaluator's order),
+        each level's demos are stored once (``share_prefix``): decoding then reads them once per
+        level rather than once per rollout. Otherwise every row gets its own copy (``take_rows``).
+        """
+        groups, context = len(batch["lengths"]), batch["actions"].shape[1] * self.layout.tokens_per_step
+        lengths = jnp.asarray(batch["lengths"])
+        per = len(rows) // groups
+        if per * groups == len(rows) and np.array_equal(rows, np.repeat(np.arange(groups), per)):
+            _, prefix = self.decoder.prefill(self.context, context, lengths)
+            return share_prefix(prefix, per, capacity - context)
+        _, prefix = self.decoder.prefill(self.context, capacity, lengths)
+        return take_rows(prefix, rows)
 
     def act(self, obs, live):
         obs = {k: obs[k] for k in self.obs_keys}
         episode_start = self.t == 0
         if self.use_cache:
-            logits, self.cache = self.decoder.observe(self.cache, obs, jnp.asarray(episode_start),
-                                                      jnp.asarray(self.t), self.legal)
+            logits, self.cache = self.decoder.observe(self.cache, obs, episode_start, self.t, self.legal)
         else:
             logits = self._recompute(obs)
         self._pending_obs = obs
-        return np.asarray(sample_actions(self.keys, jnp.asarray(self.t), logits, self.temperature, self.greedy))
+        actions = np.asarray(sample_actions(self.keys, self.t, logits, self.temperature, self.greedy))
+        if self.use_cache and not self.reward_tokens:
+            # The action token needs no reward: append it now, so that XLA runs it (asynchronously)
+            # while the caller steps the envs. Rows that are not live may be given another action
+            # by the caller; their cache is never read again.
+            self.cache = self.decoder.append_action(self.cache, actions)
+        return actions
 
     def record(self, actions, rewards, done):
         if self.use_cache:
-            self.cache = self.decoder.append_action(self.cache, jnp.asarray(actions, jnp.int32),
-                                                    jnp.asarray(rewards, jnp.float32))
+            if self.reward_tokens:
+                self.cache = self.decoder.append_action(self.cache, np.asarray(actions, np.int32),
+                                                        np.asarray(rewards, np.float32))
         else:
             self.history.append({"obs": self._pending_obs, "actions": np.asarray(actions, np.int32),
                                  "rewards": np.asarray(rewards, np.float32)})
-        self.t += 1
+        self.t = self.t + 1  # a new array: the last one may still be read by a call in flight
 
     def _recompute(self, obs) -> jax.Array:
         """Logits [R, V] of the current step from a full forward pass over each row's context + history.
