@@ -348,3 +348,41 @@ def test_cursor_position_branch_tells_apart_cells_with_identical_crops(cursor_po
     encoded = encoder({**blank, "tty_cursor": jnp.array([[10, 30], [10, 40]], jnp.int32)})
     same = bool(jnp.allclose(encoded[0], encoded[1], atol=1e-6))
     assert same is not cursor_position
+
+
+@pytest.mark.parametrize("view", ["full", "crop"])
+def test_crop_view_encodes_a_place_alike_whatever_the_rest_of_the_screen(view):
+    """tty_view: crop reads only the crop around the cursor: a change of the map far from the agent,
+    of the message or of the status line leaves the encoding unchanged; the full view sees it."""
+    from icrl.model.tty_encoder import TtyEncoder
+
+    encoder = TtyEncoder(preset("1M", tty_view=view), rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(0)
+    chars = rng.integers(32, 127, (1, 24, 80), dtype=np.uint8)
+    other = chars.copy()
+    other[0, 0, :20] = ord("x")  # message row
+    other[0, 23, :20] = ord("7")  # status row
+    other[0, 15:20, 60:80] = ord("#")  # map, far from the cursor at (5, 10)
+    colors = np.zeros((1, 24, 80), np.uint8)
+    cursor = jnp.array([[5, 10]], jnp.int32)
+    a = encoder({"tty_chars": jnp.asarray(chars), "tty_colors": jnp.asarray(colors), "tty_cursor": cursor})
+    b = encoder({"tty_chars": jnp.asarray(other), "tty_colors": jnp.asarray(colors), "tty_cursor": cursor})
+    assert bool(jnp.allclose(a, b, atol=1e-6)) is (view == "crop")
+    near = chars.copy()
+    near[0, 6, 11] = ord("@") if chars[0, 6, 11] != ord("@") else ord("%")  # inside the crop
+    c = encoder({"tty_chars": jnp.asarray(near), "tty_colors": jnp.asarray(colors), "tty_cursor": cursor})
+    assert not bool(jnp.allclose(a, c, atol=1e-6))
+
+
+def test_flops_per_token_of_the_crop_view_match_xla_cost_analysis():
+    config = tiny(tty_view="crop")
+    model = ICRLModel(config, rngs=rngs())
+    batch = random_batch("nethack", B, T)
+    graphdef, state = nnx.split(model)
+    from icrl.model.decoding import forward
+
+    analysis = forward.lower(graphdef, state, batch).compile().cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, list) else analysis
+    xla = analysis["flops"] / (B * T * config.tokens_per_step)
+    ours = flops_per_token(config, context=T * config.tokens_per_step)["total"]
+    assert abs(xla / ours - 1) < 0.15, (xla, ours)

@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def cmd_sequences(args: argparse.Namespace) -> int:
     from icrl.config import apply_overrides, read_yaml, validate
     from icrl.data.pipeline import SequenceSource
-    from icrl.data.sequence_stats import render_sequence, sequence_stats
+    from icrl.data.sequence_stats import packing_stats, render_sequence, sequence_stats
     from icrl.data.sequences import SequenceConfig
     from icrl.errors import IcrlError
 
@@ -67,6 +67,13 @@ def cmd_sequences(args: argparse.Namespace) -> int:
           f"padding {100 * s.padding:.1f}% of steps, {100 * s.cut_episodes:.1f}% of episodes cut to "
           f"{cfg.window} steps, {s.fallbacks} bursty draws fell back (level had one episode)")
     print(f"burstiness: measured {s.burstiness:.4f} configured {cfg.p_burst}")
+    if cfg.pack > 1:
+        rows = max(1, args.stats // cfg.pack)
+        p = packing_stats(source, rows)
+        by_task = ", ".join(f"{t} {100 * f:.0f}%" for t, f in p.left_out_by_task.items())
+        print(f"packing {cfg.pack} sequences a row, over {p.rows} rows: {p.segments_per_row:.2f} kept a row, "
+              f"padding {100 * p.padding:.1f}% of steps, {100 * p.left_out:.1f}% of sequences left out "
+              f"(did not fit); left out by task: {by_task}")
     return 0
 
 

@@ -6,12 +6,13 @@
     batch = next(it)                             # this process's slice of the global batch
     state = it.get_state(); it.set_state(state)  # saved in, and restored from, training checkpoints
 
-Sequence i is a pure function of (seed, i) (``icrl.data.sequences``). Global batch s is sequences
-[s*B, (s+1)*B) for a global batch size B, whatever the number of processes P: process p holds its
+Sequence i is a pure function of (seed, i) (``icrl.data.sequences``), and so is row i: sequence i,
+or with ``data.pack`` = N > 1 the sequences of i·N … i·N + N − 1 that fit (``icrl.data.packing``).
+Global batch s is rows [s*B, (s+1)*B) for a global batch size B, whatever the number of processes P: process p holds its
 rows [p*B/P, (p+1)*B/P) of it (``ProcessSlice``). So the processes read disjoint slices that
 together are exactly the single-process stream, batch by batch, and a run can resume on another
-number of hosts with the same data order. Arrays are those of ``icrl.data.sequences`` with a
-leading batch axis of B/P.
+number of hosts with the same data order. Arrays are those of ``icrl.data.sequences`` (or
+``icrl.data.packing``) with a leading batch axis of B/P.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import grain
 import numpy as np
 
+from icrl.data.packing import pack_row, plan_row
 from icrl.data.sequences import SequenceConfig, SequencePlan, TaskCatalog, check_catalog, pack_sequence, plan_sequence
 from icrl.store.reader import TrajectoryStore
 from icrl.envs.registry import task_legal_actions
@@ -62,11 +64,20 @@ class SequenceSource:
         """Which episodes sequence ``i`` holds (reads only the index)."""
         return plan_sequence(self.catalogs, self.weights, self.cfg, int(i))
 
-    def __getitem__(self, i: int) -> dict:
-        plan = self.plan(i)
+    def episodes(self, plan: SequencePlan) -> list:
+        """The planned episodes, decoded, in plan order."""
         store = self.stores[plan.source]
-        episodes = [store.read(store.index.ref(int(r))) for r in plan.rows]
-        return pack_sequence(plan, episodes, self.cfg, self.domain, task_legal_actions(plan.task),
+        return [store.read(store.index.ref(int(r))) for r in plan.rows]
+
+    def __getitem__(self, i: int) -> dict:
+        """Row ``i``: sequence i (``data.pack`` = 1), or the sequences packed into row i."""
+        if self.cfg.pack > 1:
+            kept = plan_row(self.plan, self.cfg, int(i))
+            return pack_row(kept, [self.episodes(p) for _, p in kept], self.cfg, self.domain,
+                            [task_legal_actions(p.task) for _, p in kept], [self._task_id[p.task] for _, p in kept],
+                            int(i))
+        plan = self.plan(i)
+        return pack_sequence(plan, self.episodes(plan), self.cfg, self.domain, task_legal_actions(plan.task),
                              int(i), self._task_id[plan.task])
 
     def __repr__(self) -> str:

@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 
+from icrl.data.packing import plan_row
 from icrl.data.pipeline import SequenceSource
 
 
@@ -49,3 +50,37 @@ def render_sequence(source: SequenceSource, i: int) -> str:
     tag = "bursty" if plan.bursty else ("fallback" if plan.fallback else "plain")
     return (f"#{i:<6d} {plan.task:32s} {tag:8s} "
             f"[{' | '.join(slots)}] pad {pad}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PackingStats:
+    rows: int
+    segments_per_row: float  # sequences kept per row
+    padding: float  # fraction of the rows' steps that are padding
+    left_out: float  # fraction of candidate sequences that did not fit
+    left_out_by_task: dict[str, float]  # the same per task: long sequences are left out more often
+
+
+def packing_stats(source: SequenceSource, rows: int, start: int = 0) -> PackingStats:
+    """Statistics of packed rows [start, start + rows) (``data.pack`` > 1), from plans only."""
+    cfg = source.cfg
+    steps, kept_n = [], 0
+    drawn: dict[str, int] = {}
+    kept_by: dict[str, int] = {}
+    for r in range(start, start + rows):
+        kept = plan_row(source.plan, cfg, r)
+        kept_n += len(kept)
+        steps.append(sum(int(p.lengths.sum()) for _, p in kept))
+        kept_ids = {i for i, _ in kept}
+        for i in range(r * cfg.pack, (r + 1) * cfg.pack):
+            task = source.plan(i).task
+            drawn[task] = drawn.get(task, 0) + 1
+            kept_by[task] = kept_by.get(task, 0) + (i in kept_ids)
+    candidates = rows * cfg.pack
+    return PackingStats(
+        rows=rows,
+        segments_per_row=kept_n / rows,
+        padding=float(1.0 - np.mean(steps) / cfg.context_steps),
+        left_out=1.0 - kept_n / candidates,
+        left_out_by_task={t: 1.0 - kept_by[t] / drawn[t] for t in sorted(drawn)},
+    )

@@ -84,7 +84,10 @@ class SequenceConfig(ConfigBase):
     reward_tokens: bool = Field(False, description="Feed rewards to the model as tokens.")
     seed: int = Field(0, description="Seed of the sequence stream: sequence i depends on (seed, i).")
     num_sequences: int = Field(1 << 30, ge=1, description="Length of the sequence stream.")
-    batch_size: int = Field(8, ge=1, description="Sequences per batch (global, over all processes).")
+    pack: int = Field(
+        1, ge=1, description="Sequences per row: up to this many laid end to end in one row, each attending only "
+        "to itself (icrl.data.packing); 1: one sequence per row.")
+    batch_size: int = Field(8, ge=1, description="Rows per batch (global, over all processes).")
     worker_count: int = Field(0, ge=0, description="Grain worker processes per host (0: in-process).")
 
     @property

@@ -70,20 +70,23 @@ class Attention(nnx.Module):
             k = apply_rope(k, positions, self.rope_base)
         return q, k, v
 
-    def __call__(self, x: jax.Array, positions: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    def __call__(
+        self, x: jax.Array, positions: jax.Array, mask: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
         """Causal attention over the whole sequence.
 
-        x [B, L, d], positions [B, L] → (y [B, L, d], k [B, L, H, Dh], v [B, L, H, Dh]); k and v are
-        what a KV cache stores for these tokens.
+        x [B, L, d], positions [B, L], mask [B, 1, L, L] bool or None (packed rows: segments) →
+        (y [B, L, d], k [B, L, H, Dh], v [B, L, H, Dh]); k and v are what a KV cache stores for these
+        tokens.
         """
         q, k, v = self._project(x, positions)
         try:
-            y = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=self.implementation)
+            y = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation=self.implementation)
         except (NotImplementedError, RuntimeError):
             # cuDNN checks shapes, dtypes and its own presence while tracing and says no this way.
             if not self.fallback:
                 raise
-            y = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="xla")
+            y = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation="xla")
         return self.out(y), k, v
 
     def decode(

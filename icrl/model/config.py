@@ -78,6 +78,9 @@ class ModelConfig(ConfigBase):
         False, description="action tokens also carry a learned projection of their step's observation encoding"
     )
     crop_size: int = Field(12, ge=2, description="side of the tty crop around the cursor")
+    tty_view: Literal["full", "crop"] = Field(
+        "full", description="tty encoder branches: full = crop, whole map, message and status rows; crop = only the "
+        "crop around the cursor, so a step at a given place encodes alike whatever else the screen shows")
     cursor_position: bool = Field(
         False, description="tty encoder: add a fixed code (random Fourier features) of the cursor's absolute cell, so a "
         "step can be matched by where the agent is, which the centred crop and the coarse map do not tell")

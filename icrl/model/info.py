@@ -45,6 +45,8 @@ def encoder_flops(config: ModelConfig) -> int:
         e, k = d.char_dim + d.color_dim, config.crop_size
         cc, cm, f = d.crop_channels, d.map_channels, d.tty_features
         flops = _conv_flops(k, k, e, cc) + _conv_flops(k, k, cc, cc) + 2 * k * k * cc * f
+        if config.tty_view == "crop":
+            return flops + 2 * f * d.tty_hidden + 2 * d.tty_hidden * d.d_model
         h, w, c_in = MAP_ROWS[1] - MAP_ROWS[0], COLS, e
         for _ in range(MAP_CONVS):
             h, w = -(-h // 2), -(-w // 2)

@@ -14,7 +14,12 @@ Batch format (one row = one packed bursty sequence of T environment steps → T�
         "rewards":       [B, T] float32 reward after the action at t (read only with reward tokens)
         "episode_start": [B, T] bool    True on the first step of each episode
         "timestep":      [B, T] int32   step index within its episode
-        "legal_mask":    [B, VOCAB_SIZE] bool, optional: the task's legal actions (all if absent)
+        "legal_mask":    [B, VOCAB_SIZE] bool, optional: the task's legal actions (all if absent);
+                         [B, T, VOCAB_SIZE] in packed rows (each step its segment's task)
+        "segment":       [B, T] int32, optional (packed rows, icrl.data.packing): the step's
+                         sequence in the row; attention never crosses segments
+        "segment_step":  [B, T] int32, optional: the step's index within its segment, so token
+                         positions start at 0 in every segment
     }
 
 Token order per step t: o_t, a_t (, r_t). The action logits of step t are read at o_t, so they see
@@ -52,11 +57,20 @@ Batch = Mapping[str, Any]
 
 
 def mask_logits(logits: jax.Array, legal_mask: jax.Array | None) -> jax.Array:
-    """logits [B, ..., V] float32, legal_mask [B, V] bool (or None) → illegal entries set to MASKED_LOGIT."""
+    """logits [B, ..., V] float32, legal_mask [B, V] bool, or one mask per step of the same shape as
+    logits (packed rows), or None → illegal entries set to MASKED_LOGIT."""
     if legal_mask is None:
         return logits
-    mask = legal_mask.reshape(legal_mask.shape[0], *([1] * (logits.ndim - 2)), legal_mask.shape[-1])
-    return jnp.where(mask, logits, MASKED_LOGIT)
+    if legal_mask.ndim != logits.ndim:
+        legal_mask = legal_mask.reshape(legal_mask.shape[0], *([1] * (logits.ndim - 2)), legal_mask.shape[-1])
+    return jnp.where(legal_mask, logits, MASKED_LOGIT)
+
+
+def segment_mask(segment: jax.Array, tokens_per_step: int) -> jax.Array:
+    """segment [B, T] int (the step's sequence in a packed row) → attention mask [B, 1, T·S, T·S]
+    bool: token q may attend to token k only within one segment (causality is added by attention)."""
+    seg = jnp.repeat(segment, tokens_per_step, axis=1)
+    return (seg[:, :, None] == seg[:, None, :])[:, None]
 
 
 class ICRLModel(nnx.Module):
@@ -96,7 +110,10 @@ class ICRLModel(nnx.Module):
     # -- whole sequences (training, prefill) ------------------------------------------------------
 
     def _embed_steps(self, batch: Batch) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """Batch of T steps → (token embeddings [B, T·S, d], positions [B, T·S], encoded obs [B, T, d])."""
+        """Batch of T steps → (token embeddings [B, T·S, d], positions [B, T·S], encoded obs [B, T, d]).
+
+        Positions count tokens from the row's start, or from each segment's start in packed rows.
+        """
         timestep = batch["timestep"]
         encoded = self.encoder(batch["obs"])
         streams = [
@@ -110,7 +127,12 @@ class ICRLModel(nnx.Module):
         if self.learned_positions and n > self.max_tokens:
             # RoPE has no table to run off; evaluation contexts may be longer than training rows.
             raise ValueError(f"{n} tokens exceed max_tokens={self.max_tokens}, the rows of the learned position table")
-        positions = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
+        s = self.tokens_per_step
+        if "segment_step" in batch:
+            step = batch["segment_step"].astype(jnp.int32)
+            positions = (step[:, :, None] * s + jnp.arange(s, dtype=jnp.int32)).reshape(b, n)
+        else:
+            positions = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
         return self.tokens.add_positions(x, positions), positions, encoded
 
     def _step_logits(self, h: jax.Array, legal_mask: jax.Array | None) -> jax.Array:
@@ -121,7 +143,8 @@ class ICRLModel(nnx.Module):
         """→ (logits [B, T, V], per-layer (keys, values) when return_kv, encoded obs [B, T, d])."""
         x, positions, encoded = self._embed_steps(batch)
         x = self.dropout(x, deterministic=deterministic)
-        h, kv = self.transformer(x, positions, deterministic, return_kv)
+        mask = segment_mask(batch["segment"], self.tokens_per_step) if "segment" in batch else None
+        h, kv = self.transformer(x, positions, deterministic, return_kv, mask)
         b, n, d = h.shape
         s = self.tokens_per_step
         logits = self._step_logits(h.reshape(b, n // s, s, d)[:, :, 0], batch.get("legal_mask"))

@@ -38,10 +38,10 @@ class Block(nnx.Module):
         self.dropout = nnx.Dropout(config.dropout, rngs=rngs)
 
     def __call__(
-        self, x: jax.Array, positions: jax.Array, deterministic: bool | None = None
+        self, x: jax.Array, positions: jax.Array, deterministic: bool | None = None, mask: jax.Array | None = None
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """x [B, L, d], positions [B, L] → (x [B, L, d], k, v [B, L, H, Dh])."""
-        y, k, v = self.attn(self.attn_norm(x), positions)
+        """x [B, L, d], positions [B, L], mask [B, 1, L, L] bool or None → (x [B, L, d], k, v [B, L, H, Dh])."""
+        y, k, v = self.attn(self.attn_norm(x), positions, mask)
         x = x + self.dropout(y, deterministic=deterministic)
         x = x + self.dropout(self.mlp(self.mlp_norm(x)), deterministic=deterministic)
         return x, k, v
@@ -56,13 +56,13 @@ class Block(nnx.Module):
         return x, k_cache, v_cache
 
 
-def _block_forward(block: Block, x: jax.Array, positions: jax.Array, deterministic: bool | None):
-    return block(x, positions, deterministic)
+def _block_forward(block: Block, x: jax.Array, positions: jax.Array, deterministic: bool | None, mask):
+    return block(x, positions, deterministic, mask)
 
 
-def _block_forward_x(block: Block, x: jax.Array, positions: jax.Array, deterministic: bool | None):
+def _block_forward_x(block: Block, x: jax.Array, positions: jax.Array, deterministic: bool | None, mask):
     # Training needs no keys/values: returning only x keeps them out of remat's saved residuals.
-    return block(x, positions, deterministic)[0]
+    return block(x, positions, deterministic, mask)[0]
 
 
 class Transformer(nnx.Module):
@@ -77,19 +77,21 @@ class Transformer(nnx.Module):
         self.remat = config.remat
 
     def __call__(
-        self, x: jax.Array, positions: jax.Array, deterministic: bool | None = None, return_kv: bool = False
+        self, x: jax.Array, positions: jax.Array, deterministic: bool | None = None, return_kv: bool = False,
+        mask: jax.Array | None = None,
     ) -> tuple[jax.Array, list[tuple[jax.Array, jax.Array]]]:
-        """x [B, L, d], positions [B, L] → (normed x [B, L, d], per-layer (k, v) [B, L, H, Dh] if
+        """x [B, L, d], positions [B, L], mask [B, 1, L, L] bool or None (packed rows: which tokens
+        may see which, on top of causality) → (normed x [B, L, d], per-layer (k, v) [B, L, H, Dh] if
         ``return_kv``, else an empty list)."""
         fn = _block_forward if return_kv else _block_forward_x
         forward = nnx.remat(fn, static_argnums=(3,)) if self.remat else fn
         kv = []
         for block in self.blocks:
             if return_kv:
-                x, k, v = forward(block, x, positions, deterministic)
+                x, k, v = forward(block, x, positions, deterministic, mask)
                 kv.append((k, v))
             else:
-                x = forward(block, x, positions, deterministic)
+                x = forward(block, x, positions, deterministic, mask)
         return self.norm(x), kv
 
     def decode(self, x: jax.Array, cache: KVCache) -> tuple[jax.Array, KVCache]:

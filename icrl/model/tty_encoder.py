@@ -7,6 +7,10 @@ The 24×80 terminal is read in four parts, each by its own branch, then fused by
 - map: rows 1-21, through three stride-2 convolutions (21×80 → 3×10) — a coarse global view;
 - message: row 0, character embeddings flattened — what the game just said;
 - status: rows 22-23, character embeddings flattened — the bottom-line stats;
+With ``tty_view: crop`` only the crop branch is built and fused: the encoding of a step then
+depends on the agent's surroundings alone, not on how much of the map was explored, what the
+message says or the status line, so the same place in a demo and in a rollout encodes alike.
+
 - cursor (``cursor_position``, off by default): a fixed code of the cursor's absolute cell (random
   Fourier features, ``cell_code``), added to the output. The crop is centred on the agent and the map branch is coarse, so
   without it steps in look-alike corridors of a dark maze encode alike. The code has no parameters:
@@ -88,13 +92,16 @@ class TtyEncoder(nnx.Module):
         self.colors = embed(256, kd, ("char_vocab", "char_embed"), init=nnx.initializers.normal(1.0), **kw)
         self.crop_convs = nnx.List([conv(cd + kd, cc, **kw), conv(cc, cc, **kw)])
         self.crop_out = dense(config.crop_size**2 * cc, f, ("enc_in", "enc_hidden"), use_bias=True, **kw)
-        self.map_convs = nnx.List([conv(cd + kd if i == 0 else cm, cm, stride=2, **kw) for i in range(MAP_CONVS)])
-        map_cells = _ceil_halvings(MAP_ROWS[1] - MAP_ROWS[0], MAP_CONVS) * _ceil_halvings(COLS, MAP_CONVS)
-        self.map_out = dense(map_cells * cm, f, ("enc_in", "enc_hidden"), use_bias=True, **kw)
-        self.message_out = dense(COLS * cd, f, ("enc_in", "enc_hidden"), use_bias=True, **kw)
-        self.status_out = dense(2 * COLS * cd, f, ("enc_in", "enc_hidden"), use_bias=True, **kw)
+        self.full_view = config.tty_view == "full"
+        if self.full_view:
+            self.map_convs = nnx.List([conv(cd + kd if i == 0 else cm, cm, stride=2, **kw) for i in range(MAP_CONVS)])
+            map_cells = _ceil_halvings(MAP_ROWS[1] - MAP_ROWS[0], MAP_CONVS) * _ceil_halvings(COLS, MAP_CONVS)
+            self.map_out = dense(map_cells * cm, f, ("enc_in", "enc_hidden"), use_bias=True, **kw)
+            self.message_out = dense(COLS * cd, f, ("enc_in", "enc_hidden"), use_bias=True, **kw)
+            self.status_out = dense(2 * COLS * cd, f, ("enc_in", "enc_hidden"), use_bias=True, **kw)
         self.cursor_position = config.cursor_position
-        self.fuse_hidden = dense(4 * f, dims.tty_hidden, ("enc_in", "enc_hidden"), use_bias=True, **kw)
+        branches = 4 if self.full_view else 1
+        self.fuse_hidden = dense(branches * f, dims.tty_hidden, ("enc_in", "enc_hidden"), use_bias=True, **kw)
         self.fuse_out = dense(dims.tty_hidden, dims.d_model, ("enc_hidden", "embed"), use_bias=True, **kw)
 
     def _cells(self, chars: jax.Array, colors: jax.Array) -> jax.Array:
@@ -118,7 +125,20 @@ class TtyEncoder(nnx.Module):
         for c in self.crop_convs:
             x = nnx.gelu(c(x))
         crop = nnx.gelu(self.crop_out(x.reshape(n, -1)))
+        if self.full_view:
+            features = jnp.concatenate([crop, *self._screen_branches(chars, map_chars, map_colors)], -1)
+        else:
+            features = crop
 
+        h = nnx.gelu(self.fuse_hidden(features))
+        out = self.fuse_out(h)
+        if self.cursor_position:
+            out = out + CELL_CODE_RMS * cell_code(cursor[:, 0], cursor[:, 1], out.shape[-1]).astype(out.dtype)
+        return out.reshape(*lead, -1)
+
+    def _screen_branches(self, chars: jax.Array, map_chars: jax.Array, map_colors: jax.Array) -> list[jax.Array]:
+        """The whole map, the message row and the status rows → three [N, tty_features] branches."""
+        n = chars.shape[0]
         x = self._cells(map_chars, map_colors)
         for c in self.map_convs:
             x = nnx.gelu(c(x))
@@ -126,9 +146,4 @@ class TtyEncoder(nnx.Module):
 
         message = nnx.gelu(self.message_out(self.chars(chars[:, 0].astype(jnp.int32)).reshape(n, -1)))
         status = nnx.gelu(self.status_out(self.chars(chars[:, MAP_ROWS[1] :].astype(jnp.int32)).reshape(n, -1)))
-
-        h = nnx.gelu(self.fuse_hidden(jnp.concatenate([crop, whole_map, message, status], -1)))
-        out = self.fuse_out(h)
-        if self.cursor_position:
-            out = out + CELL_CODE_RMS * cell_code(cursor[:, 0], cursor[:, 1], out.shape[-1]).astype(out.dtype)
-        return out.reshape(*lead, -1)
+        return [whole_map, message, status]

@@ -28,13 +28,19 @@ from icrl.train.state import ModelTemplate, TrainState
 # (index, episode_id, source/task ids, slot_*) stay on the host.
 MODEL_KEYS: tuple[str, ...] = ("obs", "actions", "rewards", "episode_start", "timestep", "legal_mask")
 DEVICE_KEYS: tuple[str, ...] = MODEL_KEYS + ("loss_mask",)
+PACKED_KEYS: tuple[str, ...] = ("segment", "segment_step")  # also sent, in packed rows (icrl.data.packing)
 
 Batch = Mapping[str, Any]
 
 
 def device_batch(batch: Batch) -> dict:
     """The keys of a pipeline batch that go to the devices."""
-    return {k: batch[k] for k in DEVICE_KEYS}
+    return {k: batch[k] for k in DEVICE_KEYS + PACKED_KEYS if k in batch}
+
+
+def model_batch(batch: Batch) -> dict:
+    """The keys of a device batch that the model reads."""
+    return {k: batch[k] for k in MODEL_KEYS + PACKED_KEYS if k in batch}
 
 
 def counted(batch: Batch) -> jax.Array:
@@ -52,7 +58,7 @@ def microbatch_loss(template: ModelTemplate, params: dict, batch: Batch, dropout
     if compute_shardings is not None:
         params = jax.lax.with_sharding_constraint(params, compute_shardings)
     model = template.build(params, dropout_key)
-    logits = model({k: batch[k] for k in MODEL_KEYS}, deterministic=dropout_key is None)
+    logits = model(model_batch(batch), deterministic=dropout_key is None)
     weight = counted(batch).sum().astype(jnp.float32) / jnp.maximum(total, 1.0)
     loss = action_loss(logits, batch["actions"], batch["loss_mask"])
     accuracy = action_accuracy(logits, batch["actions"], batch["loss_mask"])
