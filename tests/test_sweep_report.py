@@ -69,3 +69,21 @@ def test_a_partial_sweep_says_what_is_missing_and_an_empty_one_is_an_error(tmp_p
     assert main(["report", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("icrl report: error: ") and "no job has been evaluated yet" in err and "\n" not in err
+
+
+def test_method_flag_picks_the_method_of_a_sweep_report(tmp_path, capsys):
+    make_sweep(tmp_path / "sweep")
+    for path in (tmp_path / "sweep" / "runs").glob("*/eval/results.json"):
+        rows = json.loads(path.read_text())
+        for r in rows:
+            if r["method"] == "hashmap":
+                r["success"] = False
+        path.write_text(json.dumps(rows))
+    assert main(["report", str(tmp_path / "sweep"), "--method", "hashmap"]) == 0
+    out = capsys.readouterr().out
+    assert "`hashmap` 1-shot success" in out and "| 1.0 | 3 | 0% ± 0 (0, 0, 0) |" in out
+    assert main(["report", str(tmp_path / "sweep")]) == 0  # the sweep file's method: icl
+    assert "| 1.0 | 3 | 80% ± 25 (80, 70, 90) |" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "sweep"), "--method", "bogus"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no results of method 'bogus'" in err and "['hashmap', 'icl']" in err and "\n" not in err

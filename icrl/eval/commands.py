@@ -65,7 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                              "or report a whole sweep (icrl report SWEEP_DIR)")
     p.add_argument("runs", nargs="+", help="run directories with eval/results.json, or one sweep directory "
                                            "(writes its report.md and report.png across the grid)")
-    p.add_argument("--method", default="icl", help="method to compare (default icl)")
+    p.add_argument("--method", default=None,
+                   help="method to compare (default icl; for a sweep directory, the sweep file's report.method)")
     p.add_argument("--out", help="also write the table to this markdown file")
     p.set_defaults(func=cmd_report)
 
@@ -165,12 +166,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     from icrl.sweep.report import is_sweep_dir, write_report
 
     if len(args.runs) == 1 and is_sweep_dir(args.runs[0]):  # `icrl sweep`'s directory: the grid's report
-        text = write_report(args.runs[0])
+        text = write_report(args.runs[0], args.method)
         print(text)
         if args.out:
             Path(args.out).write_text(text + "\n")
         return 0
-    table = compare_runs(read_results(args.runs), args.method)
+    table = compare_runs(read_results(args.runs), args.method or "icl")
     print(table)
     if args.out:
         Path(args.out).write_text(table + "\n")

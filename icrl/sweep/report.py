@@ -67,29 +67,34 @@ def _last_diag(run: Path) -> float | None:
     return float(gaps[-1]) if gaps else None
 
 
-def collect(sweep_dir: Path) -> dict:
-    """What the report needs: the plan, the axes' roles, and each evaluated job's rows."""
+def collect(sweep_dir: Path, method: str | None = None) -> dict:
+    """What the report needs: the plan, the axes' roles, and each evaluated job's rows of ``method``
+    (None: the sweep file's ``report.method``)."""
     plan = st.read_json(sweep_dir / "sweep.json", None)
     if plan is None:
         raise IcrlError(f"{sweep_dir}: no sweep.json (not a sweep directory of `icrl sweep`)")
     rep, axes = plan["report"], plan["axes"]
+    method = method or rep["method"]
     seeds = rep.get("seeds") if rep.get("seeds") in axes else None
     x = rep.get("x") or next((a for a in axes if a != seeds), seeds)
     k = rep.get("k") if rep.get("k") is not None else (plan.get("primary_k") or 0)
-    rows, diag, missing = {}, {}, []
+    rows, diag, missing, methods = {}, {}, [], set()
     for job in plan["jobs"]:
         path = st.run_dir(sweep_dir, job["name"]) / "eval" / "results.json"
         data = st.read_json(path, None)
         if data is None:
             missing.append(job["name"])
             continue
-        rows[job["name"]] = [r for r in data if r["method"] == rep["method"]]
+        methods |= {r["method"] for r in data}
+        rows[job["name"]] = [r for r in data if r["method"] == method]
         diag[job["name"]] = _last_diag(st.run_dir(sweep_dir, job["name"]))
     if not rows:
         raise IcrlError(f"{sweep_dir}: no job has been evaluated yet (see {sweep_dir / 'jobs.md'})")
+    if not any(rows.values()):
+        raise IcrlError(f"{sweep_dir}: no results of method {method!r}; the jobs evaluated {sorted(methods)}")
     others = [a for a in axes if a not in (x, seeds)]
     return dict(plan=plan, x=x, seeds=seeds, others=others, k=int(k), metric=rep["metrics"][0],
-                metrics=rep["metrics"], method=rep["method"],
+                metrics=rep["metrics"], method=method,
                 rows=rows, diag=diag, missing=missing,
                 tasks=sorted({r["task"] for rs in rows.values() for r in rs}))
 
@@ -245,10 +250,11 @@ def plot(c: dict, path: Path) -> Path:
     return path
 
 
-def write_report(sweep_dir: str | Path) -> str:
-    """Write ``report.md`` and ``report.png`` into the sweep directory; returns the markdown."""
+def write_report(sweep_dir: str | Path, method: str | None = None) -> str:
+    """Write ``report.md`` and ``report.png`` into the sweep directory, of ``method`` (None: the
+    sweep file's); returns the markdown."""
     sweep_dir = Path(sweep_dir)
-    c = collect(sweep_dir)
+    c = collect(sweep_dir, method)
     plot(c, sweep_dir / "report.png")
     text = markdown(c)
     st.write_atomically(sweep_dir / "report.md", text + "\n")
