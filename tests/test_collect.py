@@ -71,7 +71,7 @@ def test_shipped_recipes_resolve() -> None:
     ("suite: minihack\nlevels: 2\n", "out: no output store given"),
     ("suite: minihack\nout: x\nsplit: valid\n", "no split 'valid'"),
     ("suite: nosuch\nout: x\n", "no suite file 'nosuch'"),
-    ("suite: procgen\nout: x\ntasks: [procgen:bigfish]\n", "no expert for task 'procgen:bigfish'"),
+    ("suite: nethack\nout: x\n", "no expert for task 'NetHackChallenge-v0'"),
 ])
 def test_bad_recipes_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture, text: str, message: str) -> None:
     recipe = tmp_path / "bad.yaml"

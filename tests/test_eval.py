@@ -346,9 +346,9 @@ def test_eval_refuses_what_cannot_apply_before_loading_a_model(demo_store, tmp_p
     assert main(["eval", str(run), *demos, "--tasks", MAZE, "--shots", "0,1", "--methods", "icl"]) == 2
     assert "the model reads procgen observations (model.domain), MiniHack-MazeWalk-15x15-v0 is a nethack task" \
         in capsys.readouterr().err
-    assert main(["eval", str(tmp_path), *demos, "--tasks", "procgen:coinrun", "--shots", "0", "--primary-k", "0",
+    assert main(["eval", str(tmp_path), *demos, "--tasks", "NetHackChallenge-v0", "--shots", "0", "--primary-k", "0",
                  "--methods", "random,expert"]) == 2
-    assert "method 'expert' does not apply to procgen:coinrun (procgen)" in capsys.readouterr().err
+    assert "method 'expert' does not apply to NetHackChallenge-v0 (nethack)" in capsys.readouterr().err
     assert main(["eval", str(tmp_path), *demos, "--tasks", MAZE, "--shots", "0,2", "--methods", "random"]) == 2
     assert "--primary-k 1 is not one of --shots 0,2" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "nowhere"), *demos, "--tasks", MAZE, "--methods", "random"]) == 2

@@ -160,6 +160,14 @@ def cmd_collect(args: argparse.Namespace) -> int:
     if args.log_every <= 0:
         raise IcrlError(f"--log-every must be positive, got {args.log_every}")
     cfg, source = load_collect_config(args)
+    if not cfg.keep_failed:
+        from icrl.collect.config import resolve
+
+        procgen = [t for t in resolve(cfg, source).tasks if t.startswith("procgen:")]
+        if procgen:  # plunder, starpilot, ... cannot be finished in 200 steps: every attempt would be dropped
+            print(f"warning: {len(procgen)} Procgen task(s): episodes that do not finish the level are dropped, "
+                  "and several games cannot be finished in 200 steps; --keep-failed keeps them "
+                  "(datasets/procgen-*.yaml do)", flush=True)
     progress = CollectProgress(quiet=args.quiet, log_every=args.log_every)
 
     def on_wait(holder: str) -> None:

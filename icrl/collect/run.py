@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from icrl.collect.config import CollectConfig, resolve
+from icrl.errors import IcrlError
 from icrl.collect.pool import run_pool
 from icrl.collect.report import CollectReport
 from icrl.collect.units import EnvCache, Event, PlaySettings, Unit, play_unit
@@ -62,11 +63,15 @@ def check_experts(tasks: Sequence[str]) -> None:
     from icrl.envs.actions import nethack_actions_of
     from icrl.envs.registry import domain_of, task_legal_actions
     from icrl.experts import make_expert
+    from icrl.experts.registry import expert_unavailable
 
     for task in tasks:
-        # Procgen tasks have no NLE actions: make_expert names the task it has no expert for.
-        native = nethack_actions_of(task_legal_actions(task)) if domain_of(task) == "nethack" else ()
-        make_expert(task, native)
+        why = expert_unavailable(task)
+        if why:
+            raise IcrlError(f"no expert for task {task!r}: {why}")
+        if domain_of(task) == "nethack":  # the oracle also checks the task's actions (compass moves)
+            make_expert(task, nethack_actions_of(task_legal_actions(task)))
+
 
 def run_collection(cfg: CollectConfig, *, on_event: Callable[[Event], None] = lambda ev: None,
                    on_start: Callable[[CollectReport], None] = lambda r: None,

@@ -69,13 +69,15 @@ class EnvCache:
         self._envs: collections.OrderedDict[str, Any] = collections.OrderedDict()
 
     def get(self, task: str) -> Any:
-        from icrl.envs import make_env
+        from icrl.envs import domain_of, make_env
         from icrl.experts import REQUIRED_KEYS
 
         env = self._envs.get(task)
         if env is None:
             # Sticky actions are added per attempt (``play_attempt``) so each attempt has its own seed.
-            env = make_env(task, sticky_p=0.0, max_steps=self.settings.max_steps, extra_keys=REQUIRED_KEYS)
+            # The oracle reads NLE's glyphs; the Procgen expert reads the game's state instead.
+            extra = REQUIRED_KEYS if domain_of(task) == "nethack" else ()
+            env = make_env(task, sticky_p=0.0, max_steps=self.settings.max_steps, extra_keys=extra)
             self._envs[task] = env
             while len(self._envs) > self.size:
                 self._envs.popitem(last=False)[1].close()
@@ -91,18 +93,22 @@ class EnvCache:
 def play_attempt(env: Any, task: str, level: int, episode: int, attempt: int,
                  settings: PlaySettings) -> tuple[Episode, bool]:
     """Play one attempt of the expert on ``level``: (episode, solved). Deterministic in its seeds."""
+    from icrl.envs.procgen import procgen_core
     from icrl.envs.wrappers import StickyActions
     from icrl.experts import make_expert
 
     sticky_seed, expert_seed = attempt_seeds(settings.seed, task, level, episode, attempt)
     played = StickyActions(env, settings.sticky, seed=sticky_seed)
-    expert = make_expert(task, env.native_actions, np.random.default_rng(expert_seed))
+    game = procgen_core(env)  # Procgen: the search expert plans from the game's state
+    native = env.native_actions if game is None else ()
+    expert = make_expert(task, native, np.random.default_rng(expert_seed), max_steps=settings.max_steps)
     legal = env.spec.legal_actions
     rec = EpisodeRecorder(env.spec.domain)
     obs = played.reset(level)
     expert.reset()
     while True:
-        action = int(legal[expert.act(obs)])  # record the agent's choice, not the sticky-executed one
+        choice = expert.act(obs) if game is None else expert.act(obs, game.get_state())
+        action = int(legal[choice])  # record the agent's choice, not the sticky-executed one
         next_obs, reward, terminated, truncated, info = played.step(action)
         rec.add(obs, action, reward)
         obs = next_obs

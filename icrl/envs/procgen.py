@@ -146,6 +146,11 @@ class ProcgenVectorEnv(VectorEnv):
                           terminated=self._terminated.copy(), truncated=self._truncated.copy(),
                           success=self._success.copy())
 
+    def get_states(self) -> list[bytes]:
+        """Procgen's saved state of every slot (N byte strings): what a search expert plans from.
+        A finished slot's state is the next episode's, which nobody plays."""
+        return list(self._env.callmethod("get_state"))
+
     def close(self) -> None:
         self._env.close()
 
@@ -166,5 +171,19 @@ class ProcgenEnv(Env):
         return ({k: v[0] for k, v in out.obs.items()}, float(out.reward[0]), bool(out.terminated[0]),
                 bool(out.truncated[0]), {"success": bool(out.success[0])})
 
+    def get_state(self) -> bytes:
+        """Procgen's saved state of the game (``ProcgenVectorEnv.get_states``)."""
+        return self._venv.get_states()[0]
+
     def close(self) -> None:
         self._venv.close()
+
+
+def procgen_core(env: Env | VectorEnv) -> ProcgenEnv | ProcgenVectorEnv | None:
+    """The Procgen env under ``env``'s wrappers (sticky actions, time limit), None if there is none.
+    Wrappers keep what they wrap as ``env`` (single) or ``venv`` (batched)."""
+    while not isinstance(env, (ProcgenEnv, ProcgenVectorEnv)):
+        env = getattr(env, "env", None) or getattr(env, "venv", None)
+        if env is None:
+            return None
+    return env

@@ -32,7 +32,7 @@ from pydantic import Field
 
 from icrl.config import ConfigBase
 from icrl.envs.base import VectorEnv
-from icrl.envs.registry import make_vector_env
+from icrl.envs.registry import domain_of, make_vector_env
 from icrl.envs.wrappers import StickyVectorEnv
 from icrl.errors import IcrlError
 from icrl.eval.policies import Policy
@@ -127,9 +127,10 @@ def evaluate(cfg: EvalConfig, tasks: Sequence[str] | Mapping[str, Sequence[int]]
     for task in plan:
         for method in methods.values():
             method.policy.check(task)
-    extra = tuple(sorted({k for m in methods.values() for k in m.policy.extra_keys}))
+    wanted = tuple(sorted({k for m in methods.values() for k in m.policy.extra_keys}))
     rows: list[dict] = []
     for task, levels in plan.items():
+        extra = wanted if domain_of(task) == "nethack" else ()  # NLE keys (the oracle's); Procgen has none
         demos = {lv: [demo_store.read(r) for r in sorted(demo_store.episodes_of(task, lv),
                                                          key=lambda r: r.episode)[:max_k]] for lv in levels}
         short = [lv for lv in levels if len(demos[lv]) < max_k]

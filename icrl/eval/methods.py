@@ -7,8 +7,8 @@ the checks that come before any model is loaded.
     rows = evaluate(cfg, plan, methods, demo_store)
 
 ``icl`` and ``finetune`` load the run's checkpoint; BC-0 / BC-1 load single-trajectory runs
-(``data.mode=single``) and play at k = 0 / 1; Hashmap plays every k > 0; random and the expert
-play once, at k = 0, since they ignore demos.
+(``data.mode=single``) and play at k = 0 / 1; Hashmap and R&P (``rnp``, REGENT's retrieve and
+play) play every k > 0; random and the expert play once, at k = 0, since they ignore demos.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from icrl.eval.evaluate import Method
 
 # Methods chosen by name (``icrl eval --methods``); BC-0 / BC-1 are chosen by their runs instead.
-METHODS: tuple[str, ...] = ("icl", "hashmap", "random", "expert", "finetune")
+METHODS: tuple[str, ...] = ("icl", "hashmap", "rnp", "random", "expert", "finetune")
 MODEL_METHODS: tuple[str, ...] = ("icl", "finetune")  # the ones that load the evaluated run
 
 
@@ -32,7 +32,7 @@ def method_shots(names: Sequence[str], shots: Sequence[int], bc0: object = None,
                  bc1: object = None) -> dict[str, list[int]]:
     """The k values each method plays at, by name (BC-1 defaults to BC-0's run)."""
     table = {"icl": list(shots), "finetune": list(shots), "hashmap": [k for k in shots if k > 0],
-             "random": [0], "expert": [0]}
+             "rnp": [k for k in shots if k > 0], "random": [0], "expert": [0]}
     out = {name: table[name] for name in names}
     if bc0:
         out["bc0"] = [0]
@@ -143,7 +143,7 @@ def build_methods(run_dir: str | Path, names: Sequence[str], shots: Sequence[int
     IcrlError for an unknown name, a run without a checkpoint, or a BC run that is not single-trajectory.
     """
     from icrl.eval.evaluate import Method
-    from icrl.eval.policies import ExpertPolicy, HashmapPolicy, RandomPolicy
+    from icrl.eval.policies import ExpertPolicy, HashmapPolicy, RandomPolicy, RetrievePlayPolicy
 
     unknown = sorted(set(names) - set(METHODS))
     if unknown:
@@ -172,6 +172,8 @@ def build_methods(run_dir: str | Path, names: Sequence[str], shots: Sequence[int
             methods[label] = Method(_model_policy(bc_model, bc_layout, label, greedy), shots=plays[label])
     if "hashmap" in wants:
         methods["hashmap"] = Method(HashmapPolicy(), shots=plays["hashmap"])
+    if "rnp" in wants:
+        methods["rnp"] = Method(RetrievePlayPolicy(), shots=plays["rnp"])
     if "random" in wants:
         methods["random"] = Method(RandomPolicy(), shots=plays["random"])
     if "expert" in wants:

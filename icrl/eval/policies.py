@@ -13,8 +13,9 @@ only, and only while it is live, so a row's episode does not depend on which oth
 batch: the evaluator gets the same results rolling out every level at once or one at a time.
 
 Baselines here: ``RandomPolicy`` (uniform over legal actions), ``HashmapPolicy`` (copy the demo's
-action for an exactly matching observation, else random: an oracle in deterministic levels) and
-``ExpertPolicy`` (the planning oracle that made the demos). The model's policy is in
+action for an exactly matching observation, else random: an oracle in deterministic levels),
+``RetrievePlayPolicy`` (R&P: copy the action of the nearest demo step) and ``ExpertPolicy`` (the
+expert that made the demos: MiniHack's planning oracle, Procgen's search expert). The model's policy is in
 ``icrl.eval.model_policy``.
 """
 
@@ -40,6 +41,10 @@ class Policy(abc.ABC):
 
     def check(self, task: str) -> None:
         """IcrlError if this policy cannot play ``task`` (called before any rollout)."""
+
+    def attach(self, venv) -> None:
+        """Called with the batch's vector env before ``start``: a policy that plans from the
+        game's state (Procgen's search expert) keeps it; others ignore it."""
 
     @abc.abstractmethod
     def start(self, spec: EnvSpec, demos: Sequence[Sequence[Episode]], row_demos: np.ndarray,
@@ -143,42 +148,122 @@ class HashmapPolicy(RandomPolicy):
 
 
 def expert_applies(task: str) -> str | None:
-    """Why the planning oracle cannot play ``task`` (None when it can)."""
-    from icrl.experts.registry import MINIHACK_PREFIX
+    """Why no expert can play ``task`` (None when one can: MiniHack's oracle, Procgen's search)."""
+    from icrl.experts.registry import expert_unavailable
 
-    if task.startswith(MINIHACK_PREFIX):
-        return None
-    return f"the planning oracle plays {MINIHACK_PREFIX}* tasks only"
+    return expert_unavailable(task)
 
 
 class ExpertPolicy(Policy):
-    """The planning oracle (MiniHack): the return an expert gets on the same levels; one per row."""
+    """The expert that made the demos (MiniHack: the planning oracle; Procgen: the search expert,
+    which plans from each row's game state): the return an expert gets on the same levels; one per row."""
 
     name = "expert"
 
     def __init__(self):
         from icrl.experts import REQUIRED_KEYS
 
-        self.extra_keys = tuple(REQUIRED_KEYS)
+        self.extra_keys = tuple(REQUIRED_KEYS)  # NetHack only: the evaluator drops them for Procgen
+        self._game = None
 
     def check(self, task):
         why = expert_applies(task)
         if why:
             raise IcrlError(f"method {self.name!r} does not apply to {task}: {why}")
 
+    def attach(self, venv):
+        from icrl.envs.procgen import procgen_core
+
+        self._game = procgen_core(venv)
+
     def start(self, spec, demos, row_demos, rngs):
         from icrl.envs.actions import nethack_actions_of
         from icrl.experts import make_expert
 
         check_batch(demos, row_demos, rngs)
-        native = nethack_actions_of(spec.legal_actions)
-        self.legal = spec.legal_actions
-        self.experts = [make_expert(spec.task, native, np.random.default_rng(rng.integers(1 << 31))) for rng in rngs]
+        if spec.domain == "procgen" and self._game is None:
+            raise IcrlError(f"method {self.name!r}: {spec.task}: the search expert needs the Procgen env "
+                            "(ExpertPolicy.attach) to read the game states")
+        native = nethack_actions_of(spec.legal_actions) if spec.domain == "nethack" else ()
+        self.legal, self.domain = spec.legal_actions, spec.domain
+        self.experts = [make_expert(spec.task, native, np.random.default_rng(rng.integers(1 << 31)),
+                                    max_steps=spec.max_steps) for rng in rngs]
         for e in self.experts:
             e.reset()
 
     def act(self, obs, live):
         out = np.zeros(len(self.experts), np.int32)
+        states = self._game.get_states() if self.domain == "procgen" else None  # one call for all rows
         for i in np.flatnonzero(live):
-            out[i] = self.legal[self.experts[i].act({k: v[i] for k, v in obs.items()})]
+            row = {k: v[i] for k, v in obs.items()}
+            choice = self.experts[i].act(row) if states is None else self.experts[i].act(row, states[i])
+            out[i] = self.legal[choice]
+        return out
+
+
+RNP_POOL = 4  # R&P compares frames summed over 4x4 pixels: 64x64x3 -> 16x16x3
+
+
+def retrieval_features(obs: Obs) -> np.ndarray:
+    """Features [B, d] that R&P compares, from observations with a batch axis: RGB frames
+    [B, 64, 64, 3] summed over 4x4 pixels to [B, 16 * 16 * 3] float64 (whole numbers, so the
+    distances below are exact and equal frames tie exactly); tty screens as their characters
+    [B, 24 * 80] uint8."""
+    if "rgb" in obs:
+        rgb = np.asarray(obs["rgb"], np.float64)
+        b, h, w, c = rgb.shape
+        return rgb.reshape(b, h // RNP_POOL, RNP_POOL, w // RNP_POOL, RNP_POOL, c).sum(axis=(2, 4)).reshape(b, -1)
+    chars = np.asarray(obs["tty_chars"], np.uint8)
+    return chars.reshape(len(chars), -1)
+
+
+def retrieval_distances(bank: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Distances [q, n] between query features [q, d] and demo-step features [n, d]: squared
+    Euclidean for frames, the number of differing cells (Hamming) for tty screens."""
+    if bank.dtype == np.uint8:
+        return (queries[:, None, :] != bank[None, :, :]).sum(axis=2).astype(np.float64)
+    norms = (bank * bank).sum(axis=1)
+    return norms[None, :] - 2.0 * queries @ bank.T + (queries * queries).sum(axis=1)[:, None]
+
+
+class RetrievePlayPolicy(RandomPolicy):
+    """REGENT's "retrieve and play" (R&P; Sridhar et al., ICLR 2025): the action of the nearest demo
+    step over all steps of the row's k demos (``retrieval_distances``: Euclidean over 4x4-pooled
+    frames; for tty screens, the number of differing characters).
+
+    Ties (equal distance, e.g. a frame seen twice) go to the step right after the row's previous
+    match when it is among them, else to the last of them (as Hashmap, so as not to loop): with one
+    demo of a deterministic level R&P then replays the demo exactly. A row without demo steps acts
+    at random.
+    """
+
+    name = "rnp"
+
+    def start(self, spec, demos, row_demos, rngs):
+        super().start(spec, demos, row_demos, rngs)
+        self.row_demos = check_batch(demos, row_demos, rngs)
+        self.banks: list[tuple[np.ndarray, np.ndarray] | None] = []  # per demo set: features [n, d], actions [n]
+        for level_demos in demos:
+            eps = [ep for ep in level_demos if ep.has_actions and ep.length]
+            self.banks.append((np.concatenate([retrieval_features(ep.observations) for ep in eps]),
+                               np.concatenate([ep.actions for ep in eps]).astype(np.int32)) if eps else None)
+        self.previous = np.full(len(self.rngs), -2, np.int64)  # index of each row's last match
+
+    def act(self, obs, live):
+        out = self._random(live)
+        rows = np.flatnonzero(live)
+        if not rows.size:
+            return out
+        feats = retrieval_features({k: np.asarray(v)[rows] for k, v in obs.items() if k in ("rgb", "tty_chars")})
+        for set_id in np.unique(self.row_demos[rows]):
+            if self.banks[set_id] is None:
+                continue
+            bank, acts = self.banks[set_id]
+            mine = self.row_demos[rows] == set_id
+            for row, dist in zip(rows[mine], retrieval_distances(bank, feats[mine])):
+                near = np.flatnonzero(dist <= dist.min() + 0.5)  # whole-number distances: exact ties
+                follow = self.previous[row] + 1
+                j = int(follow) if follow in near else int(near[-1])
+                self.previous[row] = j
+                out[row] = acts[j]
         return out

@@ -33,6 +33,7 @@ def run_rows(venv: VectorEnv, policy: Policy, demos: Sequence[Sequence[Episode]]
     if not len(levels) == len(row_demos) == len(rngs) == n:
         raise ValueError(f"{n} env rows need {n} levels, row_demos and rngs; got "
                          f"{len(levels)}, {len(row_demos)}, {len(rngs)}")
+    policy.attach(venv)
     policy.start(venv.spec, demos, np.asarray(row_demos), rngs)
     limits = [m for m in (max_steps, policy.step_limit) if m is not None]
     limit = min(limits) if limits else None
