@@ -108,8 +108,9 @@ def bench_train(name: str, domain: str, dtype: str, batch: int, context: int, it
     )
 
 
-def bench_decode(name: str, domain: str, dtype: str, context: int, iters: int) -> None:
-    """Per-step time at ``context`` tokens: cached (observe + append_action) vs recomputing the context."""
+def bench_decode(name: str, domain: str, dtype: str, context: int, iters: int) -> tuple[float, float]:
+    """Per-step time at ``context`` tokens: cached (observe + append_action) vs recomputing the
+    context; printed, and returned as (cached, full) seconds."""
     config = preset(name, domain=domain, dtype=dtype, max_tokens=context)
     decoder = Decoder(build(config))
     s = config.tokens_per_step
@@ -142,6 +143,7 @@ def bench_decode(name: str, domain: str, dtype: str, context: int, iters: int) -
         f"decode {name} {domain} context {context:5d}: cached {cached * 1e3:8.2f} ms/step, "
         f"full recomputation {full * 1e3:9.2f} ms/step, cached is {full / cached:7.1f}× faster"
     )
+    return cached, full
 
 
 # -- positions: RoPE vs learned on an in-context retrieval task -----------------------------------

@@ -1,4 +1,4 @@
-"""The input pipeline: bursty sequences from trajectory stores, batched by Grain, per host.
+"""The input pipeline: bursty sequences from trajectory stores, batched per host (``icrl.data.loader``).
 
     source = SequenceSource(cfg)                 # a Grain RandomAccessDataSource: i -> sequence
     loader = make_loader(cfg, process_index=jax.process_index(), process_count=jax.process_count())
@@ -17,9 +17,9 @@ number of hosts with the same data order. Arrays are those of ``icrl.data.sequen
 
 from __future__ import annotations
 
-import grain
 import numpy as np
 
+from icrl.data.loader import BatchLoader
 from icrl.data.packing import pack_row, plan_row
 from icrl.data.sequences import SequenceConfig, SequencePlan, TaskCatalog, check_catalog, pack_sequence, plan_sequence
 from icrl.store.reader import TrajectoryStore
@@ -114,29 +114,18 @@ def per_process_batch(cfg: SequenceConfig, process_count: int) -> int:
 
 
 def make_loader(cfg: SequenceConfig, *, process_index: int = 0, process_count: int = 1,
-                source: SequenceSource | None = None, num_epochs: int = 1) -> grain.DataLoader:
-    """A Grain DataLoader over this process's slice of the stream, batched, checkpointable."""
+                source: SequenceSource | None = None, num_epochs: int | None = 1,
+                prefetch: int = 2) -> BatchLoader:
+    """Batches of this process's slice of the stream, checkpointable (``icrl.data.loader``).
+
+    ``cfg.worker_count`` processes build them into shared memory (0: this process builds them);
+    ``prefetch`` batches in flight per worker. Batch s holds rows [s*b, (s+1)*b) of the slice
+    (b = B/P) however many workers there are, so workers give exactly the in-process batches.
+    """
     if not 0 <= process_index < process_count:
         raise IcrlError(f"process_index {process_index} is not in [0, {process_count})")
-    if cfg.worker_count > 0:
-        # Grain's worker processes read absl flags; outside an absl app nothing has parsed them.
-        from absl import flags
-
-        if not flags.FLAGS.is_parsed():
-            flags.FLAGS.mark_as_parsed()
     source = source or SequenceSource(cfg)
     local_batch = per_process_batch(cfg, process_count)
     view = ProcessSlice(source, process_index, process_count, local_batch)
-    sampler = grain.samplers.IndexSampler(
-        num_records=len(view),
-        shard_options=grain.sharding.NoSharding(),  # ProcessSlice already gives this process its rows
-        shuffle=False,  # sequence i is already a random draw; order stays 0, 1, 2, ...
-        num_epochs=num_epochs,
-        seed=cfg.seed,
-    )
-    return grain.DataLoader(
-        data_source=view,
-        sampler=sampler,
-        operations=[grain.transforms.Batch(local_batch, drop_remainder=True)],
-        worker_count=cfg.worker_count,
-    )
+    return BatchLoader(view, local_batch, workers=cfg.worker_count, num_epochs=num_epochs, prefetch=prefetch,
+                       batch_size=cfg.batch_size)

@@ -88,7 +88,7 @@ class SequenceConfig(ConfigBase):
         1, ge=1, description="Sequences per row: up to this many laid end to end in one row, each attending only "
         "to itself (icrl.data.packing); 1: one sequence per row.")
     batch_size: int = Field(8, ge=1, description="Rows per batch (global, over all processes).")
-    worker_count: int = Field(0, ge=0, description="Grain worker processes per host (0: in-process).")
+    worker_count: int = Field(0, ge=0, description="Data worker processes per host, handing batches over shared memory (icrl.data.loader; 0: in-process).")
 
     @property
     def episodes(self) -> int:

@@ -84,6 +84,13 @@ def flops_per_token(config: ModelConfig, context: int | None = None) -> dict[str
     return out
 
 
+def train_flops_per_token(config: ModelConfig, context: int | None = None) -> float:
+    """Training FLOPs per token: 3 × the forward total (forward, then the backward pass's
+    gradients of activations and of weights), encoder and head included. These are the model
+    FLOPs that MFU counts (``icrl.train.mfu``); rematerialisation's recomputation is not."""
+    return 3 * flops_per_token(config, context)["total"]
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:
     """What ``icrl model info`` prints."""

@@ -1,6 +1,6 @@
 """``icrl train CONFIG``: train on one CPU or a multi-host mesh; ``icrl sweep``: a grid of jobs.
 
-    icrl train experiments/tiny.yaml [--set train.steps=200 ...] [--resume]
+    icrl train experiments/tiny.yaml [--set train.steps=200 ...] [--resume] [--profile 10:15]
     icrl train CONFIG --coordinator host0:1234 --num-processes 2 --process-id 0     # explicit multi-host
     icrl sweep experiments/ablations/burstiness-cpu.yaml [--executor local --parallel 1]   # icrl.sweep
     icrl sweep CONFIG --grid train.lr=1e-4,3e-4 --grid seed=0,1 [--executor slurm --slurm-partition gpu]
@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="run name (same as --set name=NAME)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the run's newest checkpoint (starts fresh if it has none)")
+    p.add_argument("--profile", metavar="START:STOP",
+                   help="write a jax.profiler trace of steps START+1 to STOP into <run>/profile "
+                        "(TensorBoard's profile plugin or Perfetto read it), e.g. --profile 10:15")
     p.add_argument("--seeds", type=int, metavar="N",
                    help="train N runs <name>-seed<i>, i = 0..N-1, one after another, with seed and data.seed "
                         "shifted by i (evaluate them with `icrl eval RUN --seeds N`)")
@@ -98,14 +101,16 @@ def seed_run_name(name: str, i: int) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     from icrl.errors import IcrlError
     from icrl.train.loop import train
+    from icrl.train.metrics import parse_profile
 
+    profile = None if args.profile is None else parse_profile(args.profile)
     if args.seeds is None:
-        return train(_config(args), resume=args.resume)
+        return train(_config(args), resume=args.resume, profile=profile)
     if args.seeds < 1:
         raise IcrlError(f"--seeds must be >= 1, got {args.seeds}")
     configs = [_config(args, i) for i in range(args.seeds)]  # every config checked before any training
     for cfg in configs:
-        code = train(cfg, resume=args.resume)
+        code = train(cfg, resume=args.resume, profile=profile)
         if code:
             return code
     return 0

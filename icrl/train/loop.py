@@ -105,10 +105,13 @@ def _check_run_dir(run: Path, resume: bool) -> None:
                     f"or choose another name (--name NAME)")
 
 
-def train(cfg: ExperimentConfig, *, resume: bool = False, notice: PreemptionNotice | None = None) -> int:
+def train(cfg: ExperimentConfig, *, resume: bool = False, notice: PreemptionNotice | None = None,
+          profile: tuple[int, int] | None = None) -> int:
     """Run (or, with ``resume``, continue) the experiment ``cfg``. Returns the exit code.
 
     ``notice``, if given, receives the preemption signal that stopped the run (see ``Preemption``).
+    ``profile`` (START, STOP): a ``jax.profiler`` trace of steps START+1 … STOP into
+    ``<run>/profile`` (``metrics.ProfileWindow``).
     """
     # -- 1. processes ---------------------------------------------------------------------------
     proc = distributed.initialize(cfg.distributed)
@@ -116,14 +119,15 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, notice: PreemptionNoti
     # returns 0; the caller's own handlers are back once it has returned.
     preemption = Preemption(proc.process_count > 1)
     try:
-        return _train(cfg, resume, proc, preemption)
+        return _train(cfg, resume, proc, preemption, profile)
     finally:
         preemption.close()
         if notice is not None:
             notice.signum = preemption.signum
 
 
-def _train(cfg: ExperimentConfig, resume: bool, proc: distributed.ProcessInfo, preemption: Preemption) -> int:
+def _train(cfg: ExperimentConfig, resume: bool, proc: distributed.ProcessInfo, preemption: Preemption,
+           profile: tuple[int, int] | None) -> int:
     import jax
     from jax.experimental import multihost_utils
 
@@ -139,6 +143,8 @@ def _train(cfg: ExperimentConfig, resume: bool, proc: distributed.ProcessInfo, p
 
     # -- 2. input checks, before anything is compiled or written ---------------------------------
     _check_run_dir(run, resume)
+    if profile is not None and profile[1] > tc.steps:
+        raise IcrlError(f"--profile {profile[0]}:{profile[1]}: STOP is past the last step (train.steps={tc.steps})")
     mesh = build_mesh(cfg.mesh)
     check_batch(cfg.data.batch_size, tc.grad_accum, mesh, cfg.mesh.batch_axes)
     source = SequenceSource(cfg.data)
@@ -156,20 +162,22 @@ def _train(cfg: ExperimentConfig, resume: bool, proc: distributed.ProcessInfo, p
             if changed:
                 raise IcrlError(f"--resume: the config differs from checkpoint {start}'s in {', '.join(changed)}; "
                                 f"a resumed run may change only {', '.join(RESUMABLE_CHANGES)}")
-        return _run(cfg, proc, preemption, mesh, source, checkpoints, start, config_dict)
+        return _run(cfg, proc, preemption, mesh, source, checkpoints, start, config_dict, profile)
     finally:
         checkpoints.close()
 
 
 def _run(cfg: ExperimentConfig, proc: distributed.ProcessInfo, preemption: Preemption, mesh, source,
-         checkpoints, start: int | None, config_dict: dict) -> int:
+         checkpoints, start: int | None, config_dict: dict, profile: tuple[int, int] | None) -> int:
     import jax
     import numpy as np
 
     from icrl.data.pipeline import make_loader
     from icrl.train.checkpoint import abstract_with_shardings
     from icrl.train.mesh import batch_sharding, data_slice, gathered, global_batch, param_shardings, replicated
-    from icrl.train.metrics import MetricsLogger, Throughput
+    from icrl.model.info import train_flops_per_token
+    from icrl.train.metrics import MetricsLogger, ProfileWindow, Throughput
+    from icrl.train.mfu import peak_flops
     from icrl.train.state import ModelTemplate, init_state, learning_rate, make_optimizer, state_shardings
     from icrl.train.step import device_batch, make_train_step
 
@@ -221,19 +229,29 @@ def _run(cfg: ExperimentConfig, proc: distributed.ProcessInfo, preemption: Preem
     if notes:
         logger.message(f"sharding: {len(notes)} parameter dimensions replicated instead "
                        f"(first: {notes[0]})")
+    # MFU: model FLOPs of a token in a row of context_steps steps, against the device kind's peak.
+    row_tokens = cfg.data.context_steps * cfg.model.tokens_per_step
+    flops_per_token = train_flops_per_token(cfg.model, context=row_tokens)
+    device_kind = jax.devices()[0].device_kind
+    peak = peak_flops(device_kind, cfg.model.dtype)
+    logger.message(f"model FLOPs: {flops_per_token / 1e6:,.1f} MFLOP per token (training); "
+                   + (f"peak {peak / 1e12:,.1f} TFLOP/s per device ({device_kind}, {cfg.model.dtype})" if peak
+                      else f"no peak FLOP/s known for {device_kind!r} ({cfg.model.dtype}): MFU not logged"))
     logger.event(start, "resume" if start else "start", processes=proc.process_count,
-                 devices=jax.device_count(), mesh=dict(mesh.shape))
+                 devices=jax.device_count(), mesh=dict(mesh.shape), flops_per_token=flops_per_token,
+                 device_kind=device_kind, peak_flops=peak)
 
     # -- 6./7. the loop -----------------------------------------------------------------------------
-    tokens_per_step = cfg.data.batch_size * cfg.data.context_steps * cfg.model.tokens_per_step
-    throughput = Throughput(tokens_per_step)
-    pending: tuple[int, Any, int] | None = None
+    throughput = Throughput(cfg.data.batch_size * row_tokens, flops_per_token, peak, jax.device_count())
+    profiler = None if profile is None else ProfileWindow(
+        run / "profile" if proc.process_count == 1 else run / "profile" / f"process{jax.process_index()}", *profile)
+    pending: tuple[int, Any, int, int] | None = None
     last_saved = start
     step = start
 
     def finish(entry: tuple[int, Any, int]) -> bool:
         """Fetch and check one step's metrics, log them; False if they are not finite."""
-        s, device_metrics, first = entry
+        s, device_metrics, first, tokens = entry
         m = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
         if not all(np.isfinite(m[k]) for k in ("loss", "grad_norm", "param_norm")):
             logger.message(
@@ -246,12 +264,13 @@ def _run(cfg: ExperimentConfig, proc: distributed.ProcessInfo, preemption: Preem
             return False
         first_step = s == start + 1  # its time is mostly compilation: no rates
         if not first_step:
-            throughput.add()
+            throughput.add(tokens)
         if s % tc.log_every == 0 or s == tc.steps or first_step:
-            tokens_per_s, seconds_per_step = (None, None) if first_step else throughput.rates()
-            logger.log(s, {**m, "tokens_per_s": tokens_per_s, "seconds_per_step": seconds_per_step,
-                           "first_sequence": first})
-            logger.progress(s, m["loss"], tokens_per_s, seconds_per_step)
+            rates = dict.fromkeys(("tokens_per_s", "seconds_per_step", "data_seconds", "compute_seconds",
+                                   "padding", "mfu")) if first_step else throughput.rates()
+            logger.log(s, {**m, **rates, "first_sequence": first})
+            share = None if first_step else rates["data_seconds"] / rates["seconds_per_step"]
+            logger.progress(s, m["loss"], rates["tokens_per_s"], rates["seconds_per_step"], rates["mfu"], share)
         return True
 
     code = EXIT_OK
@@ -260,14 +279,24 @@ def _run(cfg: ExperimentConfig, proc: distributed.ProcessInfo, preemption: Preem
         logger.message(f"checkpoint {start} already reaches train.steps={tc.steps}: nothing to do")
     try:
         while step < tc.steps:
+            if profiler is not None:
+                profiler.before_step(step)
+            waited = time.perf_counter()
             local = next(iterator)
             batch = global_batch(device_batch(local), batch_sh, cfg.data.batch_size)
+            waited = time.perf_counter() - waited
+            # Real tokens: this process's non-padding steps, standing for every slice of the batch
+            # (exact with one data slice; with several, each slice's share is taken to be alike).
+            throughput.wait(waited)  # when it happens: each interval of rates holds its own waits
+            tokens = int((np.asarray(local["episode_id"]) >= 0).sum()) * slice_count * cfg.model.tokens_per_step
             state, metrics = step_fn(state, batch)
             step += 1
+            if profiler is not None:
+                profiler.after_step(step, metrics)
             if pending is not None and not finish(pending):
                 code = EXIT_NONFINITE
                 break
-            pending = (step, metrics, int(np.asarray(local["index"]).reshape(-1)[0]))
+            pending = (step, metrics, int(np.asarray(local["index"]).reshape(-1)[0]), tokens)
             if step == start + 1:  # the first step includes compilation: time from its end
                 jax.block_until_ready(metrics)
                 throughput.mark()
@@ -291,6 +320,9 @@ def _run(cfg: ExperimentConfig, proc: distributed.ProcessInfo, preemption: Preem
         if code == EXIT_OK and step >= tc.steps:
             logger.event(step, "done", seconds=round(time.perf_counter() - started, 3))
     finally:
+        if profiler is not None:
+            profiler.close()
+        iterator.close()
         logger.close()
     return code
 

@@ -134,15 +134,21 @@ class MetricsLogger:
             self.file.write(json.dumps({"step": step, "event": event, **fields}) + "\n")
             self.file.flush()
 
-    def progress(self, step: int, loss: float, tokens_per_s: float | None, seconds_per_step: float | None) -> None:
-        """The live line: step, loss, tokens/s and ETA (rewritten in place on a terminal); None
-        rates (the first step, which compiles) show as "compiled"."""
+    def progress(self, step: int, loss: float, tokens_per_s: float | None, seconds_per_step: float | None,
+                 mfu: float | None = None, data_share: float | None = None) -> None:
+        """The live line: step, loss, tokens/s (real tokens), MFU where known, the share of step time
+        spent waiting for data, and ETA (rewritten in place on a terminal); None rates (the first
+        step, which compiles) show as "compiled"."""
         if not (self.enabled and self.cfg.progress):
             return
         if tokens_per_s is None or seconds_per_step is None:
             rate, eta = "compiled", "?"
         else:
             rate, eta = f"{tokens_per_s:,.0f} tokens/s", _format_seconds((self.total - step) * seconds_per_step)
+            if mfu is not None:
+                rate += f"  MFU {100 * mfu:.1f}%"
+            if data_share is not None:
+                rate += f"  data wait {100 * data_share:.0f}%"
         line = f"step {step}/{self.total} ({100 * step / self.total:.1f}%)  loss {loss:.4f}  {rate}  ETA {eta}"
         if self._tty:
             sys.stderr.write("\r\033[K" + line)
@@ -174,26 +180,111 @@ class MetricsLogger:
 
 
 class Throughput:
-    """Tokens/s and seconds/step over the steps since the last report (compile excluded)."""
+    """Rates over the steps since the last report (the compiling first step excluded).
 
-    def __init__(self, tokens_per_step: int):
-        self.tokens_per_step = tokens_per_step
+    ``add(tokens)`` per finished step: its real tokens (non-padding steps × tokens per step);
+    ``wait(seconds)`` when the loop has waited for a batch (counted in the interval it happened in,
+    so the data wait never exceeds the interval's time). ``rates()`` gives
+
+    - ``tokens_per_s``: real tokens per second;
+    - ``seconds_per_step``, split into ``data_seconds`` (waiting for the loader's next batch and
+      assembling it into global arrays) and ``compute_seconds`` (the rest: dispatching the step and
+      waiting for the devices, and the loop's logging, checkpoints and diagnostics);
+    - ``padding``: the share of the batches' tokens that are padding;
+    - ``mfu``: model FLOPs utilisation (``icrl.train.mfu``), None without a peak for the device.
+    """
+
+    def __init__(self, tokens_per_step: int, flops_per_token: float | None = None, peak_flops: float | None = None,
+                 devices: int = 1):
+        self.tokens_per_step = tokens_per_step  # all tokens of one training step, padding included
+        self.flops_per_token, self.peak_flops, self.devices = flops_per_token, peak_flops, devices
         self.start: float | None = None
         self.steps = 0
+        self.tokens = 0
+        self.data_seconds = 0.0
 
     def mark(self) -> None:
         """Start (or restart) the clock now."""
         self.start = time.perf_counter()
-        self.steps = 0
+        self.steps, self.tokens, self.data_seconds = 0, 0, 0.0
 
-    def add(self, steps: int = 1) -> None:
-        self.steps += steps
+    def add(self, tokens: int | None = None) -> None:
+        """One finished step with ``tokens`` real tokens (None: all ``tokens_per_step`` count)."""
+        self.steps += 1
+        self.tokens += self.tokens_per_step if tokens is None else tokens
 
-    def rates(self) -> tuple[float, float]:
-        """(tokens/s, seconds/step) since ``mark``; then restarts the clock."""
+    def wait(self, seconds: float) -> None:
+        """The loop waited ``seconds`` for a batch (since the last ``mark``)."""
+        if self.start is not None:
+            self.data_seconds += seconds
+
+    def rates(self) -> dict[str, float | None]:
+        """The figures since ``mark`` (NaN before any step); then restarts the clock."""
+        from icrl.train.mfu import mfu
+
         if self.start is None or self.steps == 0:
-            return float("nan"), float("nan")
+            nan = float("nan")
+            return {"tokens_per_s": nan, "seconds_per_step": nan, "data_seconds": nan, "compute_seconds": nan,
+                    "padding": nan, "mfu": None}
         elapsed = time.perf_counter() - self.start
-        out = self.steps * self.tokens_per_step / elapsed, elapsed / self.steps
+        tokens_per_s = self.tokens / elapsed
+        out = {
+            "tokens_per_s": tokens_per_s,
+            "seconds_per_step": elapsed / self.steps,
+            "data_seconds": self.data_seconds / self.steps,
+            "compute_seconds": (elapsed - self.data_seconds) / self.steps,
+            "padding": 1.0 - self.tokens / (self.steps * self.tokens_per_step),
+            "mfu": None if self.flops_per_token is None else mfu(tokens_per_s, self.flops_per_token,
+                                                                 self.peak_flops, self.devices),
+        }
         self.mark()
         return out
+
+
+class ProfileWindow:
+    """``icrl train --profile START:STOP``: a ``jax.profiler`` trace of steps START+1 … STOP.
+
+    The trace starts before the step after START runs and stops once step STOP's results are
+    ready, into ``directory`` (TensorBoard's profile plugin and Perfetto read it:
+    ``plugins/profile/<time>/<host>.xplane.pb``). A run resumed past START traces from its first
+    step, if that is before STOP.
+    """
+
+    def __init__(self, directory: Path, start: int, stop: int):
+        self.directory, self.start, self.stop = directory, start, stop
+        self.active = self.done = False
+
+    def before_step(self, done: int) -> None:
+        """``done`` steps are done; the next one is about to run."""
+        if not (self.active or self.done) and self.start <= done < self.stop:
+            import jax
+
+            self.directory.mkdir(parents=True, exist_ok=True)
+            jax.profiler.start_trace(str(self.directory))
+            self.active = True
+
+    def after_step(self, done: int, outputs: Any) -> None:
+        """Step ``done`` was dispatched with ``outputs``; stop after step STOP."""
+        if self.active and done >= self.stop:
+            self.close(outputs)
+
+    def close(self, outputs: Any = None) -> None:
+        if self.active:
+            import jax
+
+            jax.block_until_ready(outputs)  # the trace holds the last step's device work too
+            jax.profiler.stop_trace()
+            self.active, self.done = False, True
+
+
+def parse_profile(text: str) -> tuple[int, int]:
+    """``START:STOP`` (``icrl train --profile``) -> (START, STOP), 0 <= START < STOP."""
+    parts = text.split(":")
+    try:
+        start, stop = (int(p) for p in parts) if len(parts) == 2 else (None, None)
+    except ValueError:
+        start = stop = None
+    if start is None or stop is None or not 0 <= start < stop:
+        raise IcrlError(f"--profile {text!r}: expected START:STOP, two step numbers with 0 <= START < STOP "
+                        f"(e.g. --profile 10:15 traces steps 11 to 15)")
+    return start, stop
