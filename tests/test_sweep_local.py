@@ -122,7 +122,8 @@ def test_a_killed_sweep_resumes_the_interrupted_job_and_skips_the_finished_one(t
     assert short.joinpath("metrics.jsonl").read_text() == finished  # untouched
     resumed = [e for e in events(long) if e["event"] in ("resume", "done")]
     assert resumed == [{"step": killed_at, "event": "resume", **{k: resumed[0][k] for k in
-                                                                  ("processes", "devices", "mesh")}},
+                                                                  ("processes", "devices", "mesh", "flops_per_token",
+                                                                   "device_kind", "peak_flops")}},
                        {"step": 40, "event": "done", "seconds": resumed[1]["seconds"]}]
     steps = [r["step"] for r in read_jsonl(long / "metrics.jsonl") if "loss" in r]
     assert steps == list(range(1, 41))  # every step once

@@ -11,8 +11,8 @@ from jax.sharding import PartitionSpec as P
 from icrl.data.pipeline import make_loader
 from icrl.errors import IcrlError
 from icrl.train.config import ExperimentConfig, MeshConfig
-from icrl.train.mesh import (batch_sharding, build_mesh, data_slice, gathered, global_batch, logical_spec,
-                             mesh_shape, param_shardings, replicated)
+from icrl.train.mesh import (activation_sharding, batch_sharding, build_mesh, data_slice, gathered, global_batch,
+                             logical_spec, mesh_shape, param_shardings, replicated)
 from icrl.train.state import ModelTemplate, init_state, learning_rate, make_optimizer, state_shardings
 from icrl.train.step import device_batch, loss_and_grads, make_train_step
 
@@ -61,6 +61,10 @@ def test_fsdp_parameters_are_gathered_for_compute():
 FAST = {"xla_backend_optimization_level": 0}
 
 
+def ACTS(mesh):  # noqa: N802 — the activation constraints of the (2, 2, 2) mesh's default rules
+    return activation_sharding(mesh, MESH_8.rules, MESH_8.batch_axes)
+
+
 def shardings_on(mesh, template, tx, rules=MESH_8.rules):
     abstract = jax.eval_shape(lambda s: init_state(template, tx, s), np.int32(0))
     params_sh, _ = param_shardings(template.abstract_params, rules, mesh)
@@ -91,11 +95,11 @@ def assert_trees_close(a, b, rtol=2e-5, atol=1e-6):
 
 def check_created_sharded(setup):
     """Parameters (and their Adam moments) are created split as the rules say."""
-    wi = setup["state8"].params["transformer"]["blocks"][0]["mlp"]["wi"]["kernel"]  # [embed 16, mlp 64]
-    assert wi.sharding.spec == P("fsdp", "tensor")
-    assert {s.data.shape for s in wi.addressable_shards} == {(8, 32)} and len(wi.addressable_shards) == 8
-    mu = setup["state8"].opt_state[1][0].mu["transformer"]["blocks"][0]["mlp"]["wi"]["kernel"]
-    assert mu.sharding.spec == P("fsdp", "tensor")  # Adam moments follow their parameter
+    wi = setup["state8"].params["transformer"]["blocks"]["mlp"]["wi"]["kernel"]  # [layers 1, embed 16, mlp 64]
+    assert wi.sharding.spec == P(None, "fsdp", "tensor")  # the stacked layers axis is not split
+    assert {s.data.shape for s in wi.addressable_shards} == {(1, 8, 32)} and len(wi.addressable_shards) == 8
+    mu = setup["state8"].opt_state[1][0].mu["transformer"]["blocks"]["mlp"]["wi"]["kernel"]
+    assert mu.sharding.spec == P(None, "fsdp", "tensor")  # Adam moments follow their parameter
     assert setup["state8"].step.sharding.spec == P()
 
 
@@ -108,7 +112,7 @@ def check_loss_and_gradients(setup):
     assert b8["actions"].sharding.spec == P(("data", "fsdp"))
     lg1 = lambda params, b: loss_and_grads(template, params, b, key)  # noqa: E731
     lg8 = lambda params, b: loss_and_grads(  # noqa: E731
-        template, params, b, key, compute_shardings=gathered(setup["sh8"].params))
+        template, params, b, key, compute_shardings=gathered(setup["sh8"].params), activations=ACTS(mesh))
 
     loss1, acc1, grads1 = jax.jit(lg1, compiler_options=FAST)(setup["state1"].params, b1)
     f8 = jax.jit(lg8, in_shardings=(setup["sh8"].params, batch_sharding(mesh, ["data", "fsdp"])),
@@ -118,7 +122,7 @@ def check_loss_and_gradients(setup):
     np.testing.assert_allclose(float(loss8), float(loss1), rtol=1e-6)
     np.testing.assert_allclose(float(acc8), float(acc1), rtol=1e-6)
     assert_trees_close(grads1, grads8)
-    assert grads8["transformer"]["blocks"][0]["mlp"]["wi"]["kernel"].sharding.spec == P("fsdp", "tensor")
+    assert grads8["transformer"]["blocks"]["mlp"]["wi"]["kernel"].sharding.spec == P(None, "fsdp", "tensor")
     # The comparison can fail: a different batch gives different gradients.
     other = jax.tree.map(lambda x: np.roll(np.asarray(x), 1, axis=0), setup["batch"])
     _, _, grads_other = f8(setup["state8"].params, global_batch(other, batch_sharding(mesh, ["data", "fsdp"]), 8))
@@ -136,7 +140,8 @@ def check_accumulated_step(setup):
     sh8, bs8 = setup["sh8"], batch_sharding(mesh, ["data", "fsdp"])
     step1 = jax.jit(make_train_step(template, tx, schedule, dropout=False), compiler_options=FAST)
     step8 = jax.jit(make_train_step(template, tx, schedule, grad_accum=2, micro_sharding=bs8,
-                                    compute_shardings=gathered(sh8.params), dropout=False),
+                                    compute_shardings=gathered(sh8.params), dropout=False,
+                                    activations=ACTS(mesh)),
                     in_shardings=(sh8, bs8), out_shardings=(sh8, replicated(mesh)), donate_argnums=0,
                     compiler_options=FAST)
     new1, m1 = step1(setup["state1"], global_batch(setup["batch"], batch_sharding(one, ["data", "fsdp"]), 8))

@@ -4,7 +4,9 @@ Two entry points share the projections:
 
 - ``__call__``: a whole sequence, causal (training, and the prefill of a KV cache), through
   ``jax.nn.dot_product_attention``; on GPU with a bfloat16/float16 compute dtype it uses cuDNN's
-  fused flash-attention kernel;
+  fused flash-attention kernel where a probe compile at the call's shapes succeeds
+  (``attention_implementation``), else XLA's; a packed row's segment mask goes to either (cuDNN
+  takes it as an additive bias);
 - ``decode``: one new token per row against a layer's KV cache, where row b holds ``lengths[b]``
   valid entries; the new key/value is written at index ``lengths[b]``, then ``cached_attention``
   reads the cache once (``shared_prefix_attention`` where groups of rows store a common prefix
@@ -17,28 +19,65 @@ to the residual branches instead (``transformer.Block``).
 from __future__ import annotations
 
 import functools
+import logging
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from icrl.model.axes import sharding
+from icrl.errors import IcrlError
+from icrl.model.axes import constrain, sharding
 from icrl.model.cache import SharedPrefix
 from icrl.model.config import ModelConfig
 from icrl.model.positions import apply_rope
 
 
-def attention_implementation(choice: str, dtype: jnp.dtype, head_dim: int) -> str:
-    """Resolve ``ModelConfig.attention``: "auto" picks cuDNN where it applies, else XLA.
+def attention_implementation(choice: str, dtype: jnp.dtype, q_shape: tuple[int, ...], masked: bool) -> str:
+    """Resolve ``ModelConfig.attention`` for one call: "xla" or "cudnn".
 
-    cuDNN flash attention needs a GPU, a 16-bit compute dtype and a head size that is a multiple
-    of 8 up to 128; every other case falls back to XLA's implementation.
+    "auto" takes cuDNN flash attention when the backend is a GPU, the compute dtype is 16-bit, the
+    head size is a multiple of 8 up to 128 (cuDNN's documented limits on every GPU it supports),
+    and a probe compile of the kernel at these shapes, forward and backward, succeeds
+    (``_cudnn_compiles``); else XLA. cuDNN turns shapes down both while tracing and while XLA
+    compiles (the cuDNN graph is built then), so catching errors around the traced call — as this
+    once did — misses the second kind, and a failed compile would end the run; the probe sees both.
+    "cudnn" insists (an error where it does not apply, rather than a silent fallback).
+    q_shape: [B, L, H, Dh] of the queries; masked: a [B, 1, L, L] mask goes with them.
     """
-    if choice != "auto":
-        return choice
-    on_gpu = jax.default_backend() == "gpu"
-    fits = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)) and head_dim % 8 == 0 and head_dim <= 128
-    return "cudnn" if on_gpu and fits else "xla"
+    if choice == "xla":
+        return "xla"
+    if choice == "cudnn":
+        if jax.default_backend() != "gpu":
+            raise IcrlError(f"model.attention=cudnn needs a GPU, but jax's backend is {jax.default_backend()!r}; "
+                            "use model.attention=auto or xla")
+        return "cudnn"
+    dh = q_shape[-1]
+    fits = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)) and dh % 8 == 0 and dh <= 128
+    if jax.default_backend() != "gpu" or not fits:
+        return "xla"
+    _, length, heads, _ = q_shape
+    return "cudnn" if _cudnn_compiles(length, heads, dh, jnp.dtype(dtype).name, masked) else "xla"
+
+
+@functools.cache
+def _cudnn_compiles(length: int, heads: int, head_dim: int, dtype: str, masked: bool) -> bool:
+    """Whether causal cuDNN attention over one row of these sizes lowers and compiles, with its
+    gradient: a probe of well under a second, once per process and shape (the batch does not
+    change what cuDNN supports, so one row stands for any)."""
+    q = jax.ShapeDtypeStruct((1, length, heads, head_dim), jnp.dtype(dtype))
+    m = jax.ShapeDtypeStruct((1, 1, length, length), jnp.bool_) if masked else None
+
+    def loss(q, k, v, m):
+        y = jax.nn.dot_product_attention(q, k, v, mask=m, is_causal=True, implementation="cudnn")
+        return jnp.sum(y.astype(jnp.float32))
+
+    try:
+        jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(q, q, q, m).compile()
+    except Exception as err:  # noqa: BLE001 — any refusal (trace, lowering, cuDNN graph) means XLA
+        logging.getLogger(__name__).info("cuDNN attention unavailable for L=%d H=%d Dh=%d %s%s: %s; using XLA",
+                                         length, heads, head_dim, dtype, " masked" if masked else "", err)
+        return False
+    return True
 
 
 class Attention(nnx.Module):
@@ -49,7 +88,7 @@ class Attention(nnx.Module):
         h, dh, d = dims.num_heads, dims.head_dim, dims.d_model
         kw = dict(
             use_bias=False,
-            dtype=jnp.dtype(config.dtype),
+            dtype=jnp.dtype(config.compute_dtype),
             param_dtype=jnp.dtype(config.param_dtype),
             rngs=rngs,
         )
@@ -58,13 +97,16 @@ class Attention(nnx.Module):
         self.value = nnx.LinearGeneral(d, (h, dh), kernel_metadata=sharding("embed", "heads", "kv"), **kw)
         self.out = nnx.LinearGeneral((h, dh), d, axis=(-2, -1), kernel_metadata=sharding("heads", "kv", "embed"), **kw)
         self.rope_base = config.rope_base if config.positions == "rope" else None
-        self.implementation = attention_implementation(config.attention, jnp.dtype(config.dtype), dh)
-        # "auto" may fall back to XLA where cuDNN turns the shapes down; an explicit "cudnn" may not.
-        self.fallback = config.attention == "auto"
+        # Resolved per call (``attention_implementation``): the shapes decide, and they are known
+        # only then. An explicit cudnn off a GPU fails here, when the model is built.
+        self.attention = config.attention
+        if config.attention == "cudnn":
+            attention_implementation("cudnn", jnp.dtype(config.compute_dtype), (1, 1, h, dh), False)
 
     def _project(self, x: jax.Array, positions: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """x [B, L, d], positions [B, L] → q, k, v [B, L, H, Dh] (RoPE applied to q and k)."""
-        q, k, v = self.query(x), self.key(x), self.value(x)
+        heads = ("batch", "sequence", "act_heads", "act_kv")
+        q, k, v = (constrain(p(x), *heads) for p in (self.query, self.key, self.value))
         if self.rope_base is not None:
             q = apply_rope(q, positions, self.rope_base)
             k = apply_rope(k, positions, self.rope_base)
@@ -80,13 +122,9 @@ class Attention(nnx.Module):
         tokens.
         """
         q, k, v = self._project(x, positions)
-        try:
-            y = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation=self.implementation)
-        except (NotImplementedError, RuntimeError):
-            # cuDNN checks shapes, dtypes and its own presence while tracing and says no this way.
-            if not self.fallback:
-                raise
-            y = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation="xla")
+        implementation = attention_implementation(self.attention, q.dtype, q.shape, mask is not None)
+        y = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation=implementation)
+        y = constrain(y, "batch", "sequence", "act_heads", "act_kv")
         return self.out(y), k, v
 
     def decode(

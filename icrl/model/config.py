@@ -66,7 +66,9 @@ class ModelConfig(ConfigBase):
     num_heads: int | None = Field(None, ge=1, description="attention heads (None: the preset's)")
     mlp_ratio: int = Field(4, ge=1, description="MLP hidden width as a multiple of d_model")
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="dropout on embeddings and residual branches (study: 0.2)")
-    dtype: Literal["float32", "bfloat16"] = Field("float32", description="compute dtype (bfloat16: mixed precision)")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="compute dtype: auto = bfloat16 on GPU and TPU, float32 on CPU (``compute_dtype``); "
+        "bfloat16 is mixed precision (parameters, gradients, optimizer state and loss stay float32)")
     param_dtype: Literal["float32", "bfloat16"] = Field("float32", description="parameter dtype (float32 master weights)")
     positions: Literal["rope", "learned"] = Field("rope", description="token positions: rotary (RoPE) or a learned table")
     rope_base: float = Field(10_000.0, gt=1.0, description="RoPE wavelength base")
@@ -93,9 +95,15 @@ class ModelConfig(ConfigBase):
     impala_channels: tuple[int, int, int] | None = Field(None, description="IMPALA stack channels (None: the preset's)")
     rgb_hidden: int | None = Field(None, ge=1, description="hidden width after the IMPALA CNN (None: the preset's)")
     attention: Literal["auto", "xla", "cudnn"] = Field(
-        "auto", description="attention kernel: auto = cuDNN flash attention on GPU in bf16, else XLA"
-    )
-    remat: bool = Field(False, description="recompute each block's activations in the backward pass (saves memory)")
+        "auto", description="attention kernel: auto = cuDNN flash attention where it compiles (GPU, 16-bit compute), "
+        "else XLA; cudnn = cuDNN or an error")
+    scan_unroll: int = Field(
+        1, ge=1, description="layers per iteration of the scan over blocks: 1 keeps compile time flat in depth; "
+        "num_layers unrolls fully (the speed of a Python loop on CPU, whose scan costs ~1.5x the blocks' time at "
+        "the 1M preset, and the compile time of one)")
+    remat: bool = Field(
+        False, description="recompute each block's activations in the backward pass: memory of one block's "
+        "activations plus the residual stream per layer, for about one more forward pass of compute")
 
     @field_validator("preset")
     @classmethod
@@ -112,6 +120,16 @@ class ModelConfig(ConfigBase):
         if self.positions == "rope" and (d // h) % 2:
             raise ValueError(f"RoPE needs an even head size, got d_model/num_heads = {d // h}")
         return self
+
+    @property
+    def compute_dtype(self) -> str:
+        """``dtype`` resolved: "auto" is "bfloat16" when jax's default backend is a GPU or TPU, else
+        "float32" (CPUs have no fast bf16 matmuls, and tests compare against float32)."""
+        if self.dtype != "auto":
+            return self.dtype
+        import jax
+
+        return "bfloat16" if jax.default_backend() in ("gpu", "tpu") else "float32"
 
     @property
     def tokens_per_step(self) -> int:

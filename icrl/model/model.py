@@ -86,7 +86,7 @@ class ICRLModel(nnx.Module):
         self.max_tokens = config.max_tokens
         self.learned_positions = config.positions == "learned"
         self.dims = dims
-        self.cache_dtype = jnp.dtype(config.dtype)
+        self.cache_dtype = jnp.dtype(config.compute_dtype)
         encoder_cls = TtyEncoder if config.domain == "nethack" else RgbEncoder
         self.encoder = encoder_cls(config, rngs=rngs)
         self.tokens = TokenEmbedder(config, rngs=rngs)
@@ -97,7 +97,7 @@ class ICRLModel(nnx.Module):
             VOCAB_SIZE,
             ("embed", "vocab"),
             use_bias=False,
-            dtype=jnp.dtype(config.dtype),
+            dtype=jnp.dtype(config.compute_dtype),
             param_dtype=jnp.dtype(config.param_dtype),
             rngs=rngs,
         )

@@ -47,8 +47,8 @@ class RgbEncoder(nnx.Module):
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         dims = config.dims()
-        kw = dict(dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype), rngs=rngs)
-        self.dtype = jnp.dtype(config.dtype)
+        kw = dict(dtype=jnp.dtype(config.compute_dtype), param_dtype=jnp.dtype(config.param_dtype), rngs=rngs)
+        self.dtype = jnp.dtype(config.compute_dtype)
         channels = (3, *dims.impala_channels)
         self.stacks = nnx.List([ImpalaStack(channels[i], channels[i + 1], **kw) for i in range(len(channels) - 1)])
         side = SIDE

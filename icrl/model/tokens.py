@@ -44,8 +44,8 @@ class TokenEmbedder(nnx.Module):
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         d = config.dims().d_model
-        kw = dict(dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype), rngs=rngs)
-        self.dtype = jnp.dtype(config.dtype)
+        kw = dict(dtype=jnp.dtype(config.compute_dtype), param_dtype=jnp.dtype(config.param_dtype), rngs=rngs)
+        self.dtype = jnp.dtype(config.compute_dtype)
         self.tokens_per_step = config.tokens_per_step
         self.max_timestep = config.max_timestep
         self.actions = embed(VOCAB_SIZE, d, ("vocab", "embed"), **kw)

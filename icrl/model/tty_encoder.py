@@ -82,7 +82,7 @@ class TtyEncoder(nnx.Module):
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         dims = config.dims()
-        dt, pdt = jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
+        dt, pdt = jnp.dtype(config.compute_dtype), jnp.dtype(config.param_dtype)
         kw = dict(dtype=dt, param_dtype=pdt, rngs=rngs)
         cd, kd = dims.char_dim, dims.color_dim
         cc, cm, f = dims.crop_channels, dims.map_channels, dims.tty_features

@@ -34,16 +34,25 @@ from icrl.model.config import ModelConfig
 
 MESH_AXES: tuple[str, ...] = ("data", "fsdp", "tensor")
 
-# Logical parameter axis -> mesh axis. Matrices are split over `fsdp` along the residual stream
-# (ZeRO-3 style) and over `tensor` along heads / MLP units (Megatron style); every other logical
-# axis (encoders, vocabulary, small tables) is replicated. Dimensions a mesh axis does not divide
-# are replicated too (``icrl.train.mesh``), so one table serves every mesh.
+# Logical axis -> mesh axis, for parameters and activations. Matrices are split over `fsdp` along
+# the residual stream (ZeRO-3 style) and over `tensor` along heads / MLP units (Megatron style);
+# the stacked blocks' `layers` axis and every other logical axis (encoders, vocabulary, small
+# tables) are replicated. Activations (icrl.model.axes.ACTIVATION_AXES) split their batch over
+# mesh.batch_axes and their heads / MLP units over `tensor`, as the weights that make them.
+# Dimensions a mesh axis does not divide are replicated too (``icrl.train.mesh``), so one table
+# serves every mesh.
 DEFAULT_RULES: list[tuple[str, str | list[str] | None]] = [
     ("embed", "fsdp"),
     ("mlp", "tensor"),
     ("heads", "tensor"),
     ("kv", None),
     ("vocab", None),
+    ("layers", None),
+    ("sequence", None),
+    ("act_embed", None),
+    ("act_heads", "tensor"),
+    ("act_kv", None),
+    ("act_mlp", "tensor"),
 ]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=,-]*$")  # a plain directory name
@@ -121,6 +130,8 @@ class MeshConfig(ConfigBase):
                                  f"logical axes: {', '.join(LOGICAL_AXES)}")
             if logical in seen:
                 raise ValueError(f"rules[{i}]: logical axis {logical!r} has a rule already")
+            if logical == "batch":
+                raise ValueError(f"rules[{i}]: the batch axis of activations follows mesh.batch_axes; set that instead")
             seen.add(logical)
             for axis in [] if target is None else [target] if isinstance(target, str) else target:
                 if axis not in MESH_AXES:

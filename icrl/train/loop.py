@@ -174,7 +174,7 @@ def _run(cfg: ExperimentConfig, proc: distributed.ProcessInfo, preemption: Preem
 
     from icrl.data.pipeline import make_loader
     from icrl.train.checkpoint import abstract_with_shardings
-    from icrl.train.mesh import batch_sharding, data_slice, gathered, global_batch, param_shardings, replicated
+    from icrl.train.mesh import activation_sharding, batch_sharding, data_slice, gathered, global_batch, param_shardings, replicated
     from icrl.model.info import train_flops_per_token
     from icrl.train.metrics import MetricsLogger, ProfileWindow, Throughput
     from icrl.train.mfu import peak_flops
@@ -212,7 +212,8 @@ def _run(cfg: ExperimentConfig, proc: distributed.ProcessInfo, preemption: Preem
     # -- 5. the jitted step ---------------------------------------------------------------------------
     step_fn = jax.jit(
         make_train_step(template, tx, schedule, tc.grad_accum, micro_sharding=batch_sh,
-                        compute_shardings=gathered(params_sh)),
+                        compute_shardings=gathered(params_sh),
+                        activations=activation_sharding(mesh, cfg.mesh.rules, cfg.mesh.batch_axes)),
         in_shardings=(shardings, batch_sh),
         out_shardings=(shardings, replicated(mesh)),
         donate_argnums=0,
@@ -233,10 +234,10 @@ def _run(cfg: ExperimentConfig, proc: distributed.ProcessInfo, preemption: Preem
     row_tokens = cfg.data.context_steps * cfg.model.tokens_per_step
     flops_per_token = train_flops_per_token(cfg.model, context=row_tokens)
     device_kind = jax.devices()[0].device_kind
-    peak = peak_flops(device_kind, cfg.model.dtype)
+    peak = peak_flops(device_kind, cfg.model.compute_dtype)
     logger.message(f"model FLOPs: {flops_per_token / 1e6:,.1f} MFLOP per token (training); "
-                   + (f"peak {peak / 1e12:,.1f} TFLOP/s per device ({device_kind}, {cfg.model.dtype})" if peak
-                      else f"no peak FLOP/s known for {device_kind!r} ({cfg.model.dtype}): MFU not logged"))
+                   + (f"peak {peak / 1e12:,.1f} TFLOP/s per device ({device_kind}, {cfg.model.compute_dtype})" if peak
+                      else f"no peak FLOP/s known for {device_kind!r} ({cfg.model.compute_dtype}): MFU not logged"))
     logger.event(start, "resume" if start else "start", processes=proc.process_count,
                  devices=jax.device_count(), mesh=dict(mesh.shape), flops_per_token=flops_per_token,
                  device_kind=device_kind, peak_flops=peak)

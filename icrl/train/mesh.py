@@ -6,6 +6,11 @@ maps each name to mesh axes, giving one ``PartitionSpec`` per parameter. A dimen
 mesh axes do not divide, or a mesh axis already used by an earlier dimension of the same parameter,
 is replicated instead, and reported: so one rule table works for every mesh and model size.
 
+Activations are constrained by the same table (``activation_sharding``): the model names their
+axes (``icrl.model.axes.ACTIVATION_AXES``: batch, sequence, act_embed, act_heads, act_kv, act_mlp)
+and the step traces it inside ``icrl.model.axes.activation_sharding`` with the function made here;
+``batch`` always follows ``batch_axes``, so activations are split as their input batch is.
+
 The batch dimension is split over ``batch_axes`` (default ``data`` and ``fsdp``). Each process
 loads the rows its devices hold (``data_slice``) and ``global_batch`` assembles the process-local
 arrays into global ones with ``jax.make_array_from_process_local_data``.
@@ -14,7 +19,7 @@ arrays into global ones with ``jax.make_array_from_process_local_data``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -101,6 +106,19 @@ def param_shardings(abstract_params: Any, rules: Sequence[tuple[str, Any]], mesh
             node = node.setdefault(key, {})
         node[path[-1]] = NamedSharding(mesh, spec)
     return out, notes
+
+
+def activation_sharding(mesh: Mesh, rules: Sequence[tuple[str, Any]],
+                        batch_axes: Sequence[str]) -> Callable[[Sequence[str], Sequence[int]], NamedSharding]:
+    """``spec_for(names, shape)`` for ``icrl.model.axes.activation_sharding``: the sharding of an
+    activation whose axes carry logical ``names``, by the rule table with ``batch`` → ``batch_axes``.
+    Dimensions the mesh axes do not divide are replicated, as for parameters (``logical_spec``)."""
+    table = dict(rules) | {"batch": list(batch_axes)}
+
+    def spec_for(names: Sequence[str], shape: Sequence[int]) -> NamedSharding:
+        return NamedSharding(mesh, logical_spec(names, shape, table, mesh)[0])
+
+    return spec_for
 
 
 def gathered(shardings: Any, axis: str = "fsdp") -> Any:

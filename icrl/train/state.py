@@ -49,10 +49,23 @@ def learning_rate(cfg: TrainConfig) -> optax.Schedule:
         decay_steps=cfg.steps, end_value=cfg.final_lr)
 
 
+def decayed(params: dict) -> dict:
+    """Which parameters get weight decay: matrices (ndim >= 2 per layer), not biases, norm scales
+    or the episode-start vector. Parameters under ``transformer.blocks`` are stacked over layers
+    (``icrl.model.transformer``), so their first axis does not count."""
+
+    def matrix(path, p) -> bool:
+        keys = [getattr(k, "key", None) for k in path]
+        stacked = keys[:2] == ["transformer", "blocks"]
+        return p.ndim - stacked >= 2
+
+    return jax.tree_util.tree_map_with_path(matrix, params)
+
+
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """(clip by global norm →) AdamW with the schedule; weight decay on matrices (ndim >= 2) only."""
+    """(clip by global norm →) AdamW with the schedule; weight decay on matrices only (``decayed``)."""
     adamw = optax.adamw(learning_rate(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
-                        mask=lambda params: jax.tree.map(lambda p: p.ndim >= 2, params))
+                        mask=decayed)
     if cfg.grad_clip is None:
         return adamw
     return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw)

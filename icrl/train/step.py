@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from icrl.envs.actions import PAD_ACTION
+from icrl.model.axes import SpecFor, activation_sharding
 from icrl.model.loss import action_accuracy, action_loss
 from icrl.train.state import ModelTemplate, TrainState
 
@@ -49,16 +50,20 @@ def counted(batch: Batch) -> jax.Array:
 
 
 def microbatch_loss(template: ModelTemplate, params: dict, batch: Batch, dropout_key: jax.Array | None,
-                    total: jax.Array, compute_shardings: Any = None) -> tuple[jax.Array, jax.Array]:
+                    total: jax.Array, compute_shardings: Any = None,
+                    activations: SpecFor | None = None) -> tuple[jax.Array, jax.Array]:
     """(loss share, accuracy share) of one microbatch: its mean cross-entropy (accuracy) · n_k / N.
 
     ``compute_shardings``: where the parameters are used (FSDP: gathered over ``fsdp``); the
     gradient flows back through the constraint as a reduce-scatter onto the stored sharding.
+    ``activations``: the model's activation constraints (``icrl.train.mesh.activation_sharding``),
+    None for none. The loss is float32 whatever the compute dtype (the logits are).
     """
     if compute_shardings is not None:
         params = jax.lax.with_sharding_constraint(params, compute_shardings)
     model = template.build(params, dropout_key)
-    logits = model(model_batch(batch), deterministic=dropout_key is None)
+    with activation_sharding(activations):
+        logits = model(model_batch(batch), deterministic=dropout_key is None)
     weight = counted(batch).sum().astype(jnp.float32) / jnp.maximum(total, 1.0)
     loss = action_loss(logits, batch["actions"], batch["loss_mask"])
     accuracy = action_accuracy(logits, batch["actions"], batch["loss_mask"])
@@ -67,16 +72,18 @@ def microbatch_loss(template: ModelTemplate, params: dict, batch: Batch, dropout
 
 def loss_and_grads(template: ModelTemplate, params: dict, batch: Batch, dropout_key: jax.Array | None = None,
                    grad_accum: int = 1, micro_sharding: jax.sharding.Sharding | None = None,
-                   compute_shardings: Any = None) -> tuple[jax.Array, jax.Array, dict]:
+                   compute_shardings: Any = None, activations: SpecFor | None = None
+                   ) -> tuple[jax.Array, jax.Array, dict]:
     """(loss, accuracy, gradients) of the whole batch, over ``grad_accum`` microbatches.
 
     batch: model keys plus ``loss_mask`` with leading dimension B; ``dropout_key`` None: no dropout.
     ``micro_sharding``: where each microbatch [B/A, ...] lives (keeps it spread over the batch axes);
-    ``compute_shardings``: see ``microbatch_loss``.
+    ``compute_shardings``, ``activations``: see ``microbatch_loss``.
     """
     total = counted(batch).sum().astype(jnp.float32)
     grad_fn = jax.value_and_grad(
-        lambda p, mb, key: microbatch_loss(template, p, mb, key, total, compute_shardings), has_aux=True)
+        lambda p, mb, key: microbatch_loss(template, p, mb, key, total, compute_shardings, activations),
+        has_aux=True)
     if grad_accum == 1:
         (loss, accuracy), grads = grad_fn(params, batch, dropout_key)
         return loss, accuracy, grads
@@ -107,7 +114,7 @@ def loss_and_grads(template: ModelTemplate, params: dict, batch: Batch, dropout_
 
 def make_train_step(template: ModelTemplate, tx: optax.GradientTransformation, schedule: optax.Schedule,
                     grad_accum: int = 1, micro_sharding: jax.sharding.Sharding | None = None,
-                    compute_shardings: Any = None, dropout: bool = True
+                    compute_shardings: Any = None, dropout: bool = True, activations: SpecFor | None = None
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
     """The pure train step. Metrics (float32 scalars): loss, accuracy, grad_norm, param_norm, lr
     (the rate this step used) and actions (counted steps in the batch). The sharding arguments are
@@ -116,7 +123,7 @@ def make_train_step(template: ModelTemplate, tx: optax.GradientTransformation, s
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
         key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step) if dropout else None
         loss, accuracy, grads = loss_and_grads(template, state.params, batch, key, grad_accum, micro_sharding,
-                                               compute_shardings)
+                                               compute_shardings, activations)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {
