@@ -20,7 +20,8 @@ from icrl.envs import make_env
 from icrl.envs.actions import PROCGEN_OFFSET
 from icrl.envs.procgen import PROCGEN_GAMES, procgen_core
 from icrl.envs.wrappers import StickyActions
-from icrl.experts.procgen_search import ProcgenSearchExpert, SearchSettings, game_settings, plan_statistics
+from icrl.experts.procgen_search import (ProcgenSearchExpert, SearchSettings, game_settings, plan_statistics,
+                                         play_episode)
 
 
 def play_expert(env, game: str, level: int, sticky: float, settings: SearchSettings, seed: int = 0) -> dict:
@@ -29,20 +30,11 @@ def play_expert(env, game: str, level: int, sticky: float, settings: SearchSetti
     core = procgen_core(env)
     expert = ProcgenSearchExpert(game, np.random.default_rng((seed, level)), settings=settings)
     start = time.perf_counter()
-    obs = played.reset(level)
-    expert.reset()
-    ret, actions = 0.0, []
-    while True:
-        a = expert.act(obs, core.get_state())
-        actions.append(a)
-        obs, r, term, trunc, info = played.step(PROCGEN_OFFSET + a)
-        ret += r
-        if term or trunc:
-            break
+    actions, ret, success = play_episode(expert, played, core, level)
     seconds = time.perf_counter() - start
-    return {"return": ret, "complete": bool(info["success"]), "length": len(actions), "seconds": seconds,
+    return {"return": ret, "complete": success, "length": len(actions), "seconds": seconds,
             "searched": expert.stats["searched"], "searches": expert.stats["searches"],
-            "repairs": expert.stats["repairs"], **plan_statistics(np.array(actions))}
+            "repairs": expert.stats["repairs"], **plan_statistics(actions)}
 
 
 def completable(env, game: str, level: int, budget: int) -> bool:

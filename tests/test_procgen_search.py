@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 
 from icrl.envs import make_env
-from icrl.envs.actions import PROCGEN_OFFSET
 from icrl.envs.procgen import procgen_core
 from icrl.errors import IcrlError
 from icrl.experts import make_expert
-from icrl.experts.procgen_search import ProcgenSearchExpert, SearchSettings, plan_statistics
+from icrl.experts.procgen_search import ProcgenSearchExpert, SearchSettings, plan_statistics, play_episode
 from icrl.experts.procgen_sim import GAME_ACTIONS, ProcgenSimulator, frame_cells
 
 SMALL = SearchSettings(budget=12_000)
@@ -21,18 +20,9 @@ def play(task: str, level: int, sticky: float, seed: int, settings: SearchSettin
     env = make_env(task, sticky_p=sticky, seed=seed)
     game = procgen_core(env)
     expert = ProcgenSearchExpert(task.split(":")[1], np.random.default_rng(seed), settings=settings)
-    obs = env.reset(level)
-    expert.reset()
-    actions, ret = [], 0.0
-    while True:
-        a = expert.act(obs, game.get_state())
-        actions.append(a)
-        obs, r, terminated, truncated, info = env.step(PROCGEN_OFFSET + a)
-        ret += r
-        if terminated or truncated:
-            break
+    actions, ret, success = play_episode(expert, env, game, level)
     env.close()
-    return np.array(actions), ret, bool(info["success"]), expert.stats
+    return actions, ret, success, expert.stats
 
 
 def test_a_restored_state_plays_out_the_same_way():

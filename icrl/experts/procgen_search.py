@@ -36,6 +36,7 @@ import hashlib
 
 import numpy as np
 
+from icrl.envs.actions import PROCGEN_OFFSET
 from icrl.experts.procgen_sim import (GAME_ACTIONS, NOOP, ProcgenSimulator, agent_position, frame_cells,
                                       position_cells, shared_simulator)
 
@@ -396,4 +397,19 @@ def plan_statistics(actions: np.ndarray) -> dict[str, float]:
     return {"change_rate": changes, "entropy_bits": float(-(p * np.log2(p)).sum())}
 
 
-__all__ = ["Plan", "ProcgenSearchExpert", "ProcgenSimulator", "SearchSettings", "plan_statistics"]
+def play_episode(expert: ProcgenSearchExpert, env, core, level: int) -> tuple[np.ndarray, float, bool]:
+    """One episode of ``expert`` on ``env`` (an icrl Procgen env, possibly sticky) from ``level``;
+    ``core`` gives the game's state (``procgen_core(env)``). → (native actions [T], return, success)."""
+    obs = env.reset(level)
+    expert.reset()
+    actions, ret = [], 0.0
+    while True:
+        a = expert.act(obs, core.get_state())
+        actions.append(a)
+        obs, r, terminated, truncated, info = env.step(PROCGEN_OFFSET + a)
+        ret += r
+        if terminated or truncated:
+            return np.array(actions), ret, bool(info["success"])
+
+
+__all__ = ["Plan", "ProcgenSearchExpert", "ProcgenSimulator", "SearchSettings", "play_episode", "plan_statistics"]
