@@ -48,12 +48,10 @@ PEAK_TFLOPS: tuple[tuple[str, float | None, float | None], ...] = (
 
 def peak_flops(device_kind: str, dtype: str) -> float | None:
     """Peak FLOP/s of one device of ``device_kind`` (``jax.devices()[0].device_kind``) for
-    matmuls in ``dtype`` ("bfloat16" or "float32"; "auto", ``model.dtype``'s default, is bfloat16 on
-    the GPUs and TPUs the table lists, ``ModelConfig.compute_dtype``); None when the table has no figure."""
-    if dtype == "auto":
-        dtype = "bfloat16"
+    matmuls in ``dtype`` ("bfloat16" or "float32": a resolved dtype, ``ModelConfig.compute_dtype``);
+    None when the table has no figure."""
     if dtype not in ("bfloat16", "float32"):
-        raise ValueError(f"dtype {dtype!r}: expected auto, bfloat16 or float32")
+        raise ValueError(f"dtype {dtype!r}: expected bfloat16 or float32 (ModelConfig.compute_dtype)")
     kind = device_kind.lower()
     for name, bf16, fp32 in PEAK_TFLOPS:
         if name in kind:
