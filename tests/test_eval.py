@@ -15,6 +15,7 @@ from icrl.cli import main
 from icrl.collect.config import CollectConfig
 from icrl.collect.run import run_collection
 from icrl.data.layout import ContextLayout
+from icrl.data.recall import NO_RECALL
 from icrl.store.reader import TrajectoryStore
 from icrl.envs import make_vector_env
 from icrl.envs.wrappers import StickyVectorEnv
@@ -39,12 +40,12 @@ def demo_store(tmp_path_factory):
 
 
 def test_hashmap_replays_a_demo_exactly_in_a_deterministic_level(demo_store):
-    from icrl.eval.policies import observation_key
+    from icrl.data.recall import recall_keys
 
     exact = 0
     for level in demo_store.levels(MAZE):
         demo = demo_store.read(demo_store.episodes_of(MAZE, level)[0])
-        screens = {observation_key({k: v[t] for k, v in demo.observations.items()}) for t in range(demo.length)}
+        screens = set(recall_keys(demo.observations, "screen"))
         policy = HashmapPolicy()
         with make_vector_env(MAZE, 3, sticky_p=0.0) as venv:
             records = run_level(venv, policy, level, [demo], np.random.default_rng(0))
@@ -95,10 +96,11 @@ class CyclePolicy(RandomPolicy):
         self.traces.append([[] for _ in range(self.n)])
 
     def act(self, obs, live):
-        from icrl.eval.policies import observation_key
+        from icrl.data.recall import recall_keys
 
+        keys = recall_keys({k: obs[k] for k in ("tty_chars", "tty_cursor")}, "screen")
         for i in np.flatnonzero(live):
-            self.traces[-1][i].append(observation_key({k: obs[k] for k in ("tty_chars", "tty_cursor")}, int(i)))
+            self.traces[-1][i].append(keys[i])
         self.t += 1
         return np.full(self.n, self.legal[self.t % len(self.legal)], np.int32)
 
@@ -196,26 +198,31 @@ def test_report_statistics():
     assert table.splitlines()[2] == "| task | k | a | b | over runs |"
 
 
-def _tiny_model(dropout: float = 0.0):
+def _tiny_model(dropout: float = 0.0, recall: str = "none"):
     from flax import nnx
 
     from icrl.model.config import ModelConfig
     from icrl.model.model import ICRLModel
 
-    cfg = ModelConfig(preset="1M", num_layers=2, d_model=32, num_heads=2, max_tokens=160, dropout=dropout)
+    cfg = ModelConfig(preset="1M", num_layers=2, d_model=32, num_heads=2, max_tokens=160, dropout=dropout,
+                      recall=recall)
     return ICRLModel(cfg, rngs=nnx.Rngs(0)), cfg
 
 
-def _tiny_model_policy(sample: bool = False, use_cache: bool = True):
+def _tiny_model_policy(sample: bool = False, use_cache: bool = True, recall: str = "none"):
+    import dataclasses
+
     from icrl.eval.model_policy import ModelPolicy
     from icrl.model.decoding import Decoder
 
-    return ModelPolicy(Decoder(_tiny_model()[0]), LAYOUT, use_cache=use_cache, greedy=not sample)
+    layout = dataclasses.replace(LAYOUT, recall=recall)
+    return ModelPolicy(Decoder(_tiny_model(recall=recall)[0]), layout, use_cache=use_cache, greedy=not sample)
 
 
-@pytest.mark.parametrize("k", [1, 2])
-def test_model_policy_cache_and_recompute_take_the_same_actions(demo_store, k):
-    """Two levels' demos (of different lengths) in one batch, 2 rollouts each, sampling."""
+@pytest.mark.parametrize("k, recall", [(1, "none"), (2, "none"), (1, "cell")])
+def test_model_policy_cache_and_recompute_take_the_same_actions(demo_store, k, recall):
+    """Two levels' demos (of different lengths) in one batch, 2 rollouts each, sampling; with recall,
+    each step's recalled action reaches the model both ways."""
     from icrl.eval.rollout import run_rows
 
     levels = demo_store.levels(MAZE)[:2]
@@ -223,17 +230,26 @@ def test_model_policy_cache_and_recompute_take_the_same_actions(demo_store, k):
              for lv in levels]
     assert len({sum(min(d.length, LAYOUT.window) for d in ds) for ds in demos}) == 2  # unequal context lengths
     row_demos = np.array([0, 0, 1, 1])
-    taken = {}
+    taken, recalled = {}, {}
     for use_cache in (True, False):
-        policy = _tiny_model_policy(sample=True, use_cache=use_cache)
-        actions = []
-        act = policy.act
-        policy.act = lambda obs, live, act=act: actions.append(act(obs, live)) or actions[-1]
+        policy = _tiny_model_policy(sample=True, use_cache=use_cache, recall=recall)
+        actions, recalls = [], []
+
+        def act(obs, live, act=policy.act, policy=policy, actions=actions, recalls=recalls):
+            actions.append(act(obs, live))
+            recalls.append(policy._pending_recall)
+            return actions[-1]
+
+        policy.act = act
         with StickyVectorEnv(make_vector_env(MAZE, 4), 0.2) as venv:
             run_rows(venv, policy, demos, row_demos, [levels[i] for i in row_demos],
                      [np.random.default_rng(i) for i in range(4)], seeds=[(3, i) for i in range(4)], max_steps=12)
         taken[use_cache] = np.stack(actions)
+        recalled[use_cache] = None if recall == "none" else np.stack(recalls)
     assert taken[True].shape == (12, 4)
+    if recall != "none":  # rollouts start where their demos started: recalled actions reach the model
+        np.testing.assert_array_equal(recalled[True], recalled[False])
+        assert (recalled[True][0] != NO_RECALL).all()
     np.testing.assert_array_equal(taken[True], taken[False])
     assert len({tuple(c) for c in taken[True].T}) > 1  # the rows' own keys: not one sample for all
 

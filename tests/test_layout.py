@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from icrl.data.layout import ContextLayout, demo_row, layout_of, load_layout, save_layout
+from icrl.data.layout import ContextLayout, demo_recall, demo_row, layout_of, load_layout, save_layout
 from icrl.data.pipeline import SequenceSource
+from icrl.data.recall import NO_RECALL
 from icrl.data.sequences import SequenceConfig, SourceConfig
 from icrl.data.synthetic import nethack_episode, write_synthetic
 from icrl.errors import IcrlError
@@ -28,11 +29,13 @@ def short_store(tmp_path_factory):
     return path
 
 
-def test_evaluation_context_is_the_training_row(short_store):
+@pytest.mark.parametrize("recall", ["none", "cell", "screen"])
+def test_evaluation_context_is_the_training_row(short_store, recall):
     """The k = 2 demos of an evaluation context, laid out by ``demo_row``, are the first two slots of a
     training row, array for array, and the model's logits at the rollout's first step equal its
     logits at the query's first step in training: a different layout (positions, timesteps,
-    markers, padding) would change them."""
+    markers, padding) would change them. With recall, the rollout's recalled actions (looked up in
+    ``demo_recall``'s table) are the query's in the training row."""
     import jax.numpy as jnp
     from flax import nnx
 
@@ -41,34 +44,47 @@ def test_evaluation_context_is_the_training_row(short_store):
     from icrl.model.model import ICRLModel
 
     cfg = SequenceConfig(sources=[SourceConfig(path=str(short_store))], episodes_per_sequence=3,
-                         context_steps=3 * WINDOW, p_burst=1.0, batch_size=1, seed=0)
-    model_cfg = ModelConfig(preset="1M", num_layers=2, d_model=32, num_heads=2, max_tokens=6 * WINDOW, dropout=0.0)
+                         context_steps=3 * WINDOW, p_burst=1.0, batch_size=1, seed=0, recall=recall)
+    model_cfg = ModelConfig(preset="1M", num_layers=2, d_model=32, num_heads=2, max_tokens=6 * WINDOW, dropout=0.0,
+                            recall=recall)
     layout = layout_of(cfg, model_cfg)
+    assert layout.recall == recall
     assert (layout.episodes, layout.window, layout.context_steps) == (3, WINDOW, 3 * WINDOW)
     source = SequenceSource(cfg)
-    plan = source.plan(0)
-    row = source[0]
+    i = 1  # a sequence whose query steps on cells its demos visited (sequence 0's does not)
+    plan = source.plan(i)
+    row = source[i]
     episodes = [source.stores[0].read(source.stores[0].index.ref(int(r))) for r in plan.rows]
     assert (plan.starts == 0).all()  # whole episodes: the windows start at step 0 as demos do
 
     demos = demo_row(episodes[:2], layout, "nethack")
     n = int(demos["lengths"][0])
     assert n == int(plan.lengths[:2].sum())
-    for key in ("actions", "rewards", "episode_start", "timestep", "episode_id", "loss_mask"):
+    keys = ("actions", "rewards", "episode_start", "timestep", "episode_id", "loss_mask")
+    for key in keys + (("recall",) if recall != "none" else ()):
         np.testing.assert_array_equal(demos[key][0, :n], row[key][:n], err_msg=key)
     for key in row["obs"]:
         np.testing.assert_array_equal(demos["obs"][key][0, :n], row["obs"][key][:n], err_msg=key)
 
     decoder = Decoder(ICRLModel(model_cfg, rngs=nnx.Rngs(0)))
     batch = {k: (jnp.asarray(v[None]) if k != "obs" else {o: jnp.asarray(a[None]) for o, a in v.items()})
-             for k, v in row.items() if k in ("obs", "actions", "rewards", "episode_start", "timestep")}
+             for k, v in row.items() if k in ("obs", "actions", "rewards", "episode_start", "timestep", "recall")}
     batch["legal_mask"] = jnp.asarray(row["legal_mask"][None])
     trained = np.asarray(decoder.forward(batch))[0, n]
-    inputs = {k: demos[k] for k in ("obs", "actions", "rewards", "episode_start", "timestep")}
+    inputs = {k: demos[k] for k in ("obs", "actions", "rewards", "episode_start", "timestep", "recall") if k in demos}
     _, cache = decoder.prefill(inputs, layout.tokens(2), jnp.asarray(demos["lengths"]))
     query = episodes[2]
-    logits, _ = decoder.observe(cache, {k: jnp.asarray(v[:1]) for k, v in query.observations.items()},
-                                jnp.array([True]), jnp.array([0], jnp.int32), batch["legal_mask"])
+    first = {k: v[:1] for k, v in query.observations.items()}
+    recalled = None
+    if recall != "none":
+        table = demo_recall(episodes[:2], layout, "nethack")
+        q = int(plan.lengths[2])
+        np.testing.assert_array_equal(table.lookup(table.keys(query.observations))[:q], row["recall"][n:n + q])
+        if recall == "cell":  # the same room: the query walks where the demos walked
+            assert (row["recall"][n:n + q] != NO_RECALL).any()
+        recalled = jnp.asarray(table.lookup(table.keys(first)))
+    logits, _ = decoder.observe(cache, {k: jnp.asarray(v) for k, v in first.items()},
+                                jnp.array([True]), jnp.array([0], jnp.int32), batch["legal_mask"], recalled)
     np.testing.assert_allclose(np.asarray(logits)[0], trained, rtol=1e-4, atol=1e-4)
 
 

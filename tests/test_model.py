@@ -12,6 +12,7 @@ import pytest
 from flax import nnx
 
 from icrl.config import ConfigError
+from icrl.data.recall import NO_RECALL
 from icrl.envs.actions import PAD_ACTION
 from icrl.errors import IcrlError
 from icrl.model.axes import LOGICAL_AXES, complete_rules
@@ -110,6 +111,7 @@ def test_causal_output_at_t_ignores_later_inputs(domain):
         ("nethack", dict()),  # reward tokens (3 per step), RoPE
         ("nethack", dict(reward_tokens=False, positions="learned")),
         ("nethack", dict(action_sees_obs=True)),  # the cache carries each step's encoded obs
+        ("nethack", dict(recall="cell")),  # each observation token also carries a recalled action
         ("procgen", dict()),
     ],
 )
@@ -123,6 +125,11 @@ def test_cached_decoding_equals_full_forward(domain, overrides):
     s = model.tokens_per_step
     decoder = Decoder(model)
     batch = random_batch(domain, B, T, seed=3)
+    recall = overrides.get("recall", "none") != "none"
+    if recall:
+        batch["recall"] = jnp.asarray(np.random.default_rng(4).integers(0, NO_RECALL + 1, (B, T)), jnp.int32)
+        with pytest.raises(ValueError, match="need 'recall'"):
+            decoder.forward({k: v for k, v in batch.items() if k != "recall"})
     full = np.asarray(decoder.forward(batch))
 
     logits, cache = decoder.prefill(steps(batch, 0, T_CTX), capacity=CAPACITY)
@@ -131,7 +138,8 @@ def test_cached_decoding_equals_full_forward(domain, overrides):
     for t in range(T_CTX, T):
         obs = {k: v[:, t] for k, v in batch["obs"].items()}
         step_logits, cache = decoder.observe(
-            cache, obs, batch["episode_start"][:, t], batch["timestep"][:, t], batch["legal_mask"]
+            cache, obs, batch["episode_start"][:, t], batch["timestep"][:, t], batch["legal_mask"],
+            batch["recall"][:, t] if recall else None,
         )
         np.testing.assert_allclose(step_logits, full[:, t], atol=1e-5, err_msg=f"step {t}")
         cache = decoder.append_action(cache, batch["actions"][:, t], batch["rewards"][:, t])

@@ -44,6 +44,11 @@ def test_gain_is_paired_by_level_and_success_is_the_headline():
     assert "Success rate:" in text.split("Return:")[0]  # success comes first
     assert "| t | 1 (primary) | +38 pp ±" in text
     assert "best" not in text.split("no best-k is chosen")[1].lower()
+    assert "`icl` minus `hashmap`" in text and "hashmap-cell" not in text  # only baselines evaluated
+    cell = rows_of([[True, True], [False, False], [False, False], [True, True]], method="hashmap-cell", k=1)
+    text = markdown_report(rows + cell, meta={"primary_k": 1})
+    assert "## `icl` minus `hashmap-cell`" in text
+    assert text.split("minus `hashmap-cell`")[1].count("| t | 1 (primary) | +25 pp ±") == 1
 
 
 def test_every_k_is_reported_and_warnings_are_named(tmp_path):

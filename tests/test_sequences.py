@@ -208,6 +208,14 @@ def test_data_sequences_command(store_path, tmp_path, capsys):
     measured = float(lines[-1].split()[2])
     assert lines[-1].startswith("burstiness: measured") and lines[-1].endswith("configured 0.6")
     assert abs(measured - 0.6) < 0.03
+    # With recall: the fraction of targets that recall an action, and how often it is the target.
+    assert main(["data", "sequences", str(exp), "--set", "data.recall=cell", "--stats", "40"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("recall (cell), over 40 rows:")
+    hit, agree = (float(w.rstrip("%")) for w in last.split() if w.endswith("%"))
+    # Bursty rows walk one room twice (hits), first episodes recall nothing; the synthetic walks
+    # are random, so a recalled action is the target about 1 time in 8, not always.
+    assert 0 < hit < 100 and 0 < agree < 50
     assert main(["data", "sequences", str(exp), "--set", "data.p_burst=2"]) == 2
     assert "p_burst" in capsys.readouterr().err
     exp.write_text("model: {}\n")

@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def cmd_sequences(args: argparse.Namespace) -> int:
     from icrl.config import apply_overrides, read_yaml, validate
     from icrl.data.pipeline import SequenceSource
-    from icrl.data.sequence_stats import packing_stats, render_sequence, sequence_stats
+    from icrl.data.sequence_stats import packing_stats, recall_stats, render_sequence, sequence_stats
     from icrl.data.sequences import SequenceConfig
     from icrl.errors import IcrlError
 
@@ -74,6 +74,10 @@ def cmd_sequences(args: argparse.Namespace) -> int:
         print(f"packing {cfg.pack} sequences a row, over {p.rows} rows: {p.segments_per_row:.2f} kept a row, "
               f"padding {100 * p.padding:.1f}% of steps, {100 * p.left_out:.1f}% of sequences left out "
               f"(did not fit); left out by task: {by_task}")
+    if cfg.recall != "none":
+        r = recall_stats(source, min(args.stats, 200))
+        print(f"recall ({cfg.recall}), over {r.rows} rows: {100 * r.hit:.1f}% of {r.targets} target steps "
+              f"recall an action, {100 * r.agrees:.1f}% of those recall the target itself")
     return 0
 
 

@@ -9,6 +9,7 @@ never drift apart. A ``ContextLayout`` says what training showed the model:
     context_steps    T: steps per row, padding included (E * W <= T)
     tokens_per_step  S: observation + action (+ reward) tokens
     positions        'rope' | 'learned'
+    recall           'none' | 'cell' | 'screen': the key of each step's recalled action (icrl.data.recall)
 
 ``icrl train`` saves it as ``<run>/layout.json``; ``icrl eval`` reads it back and lays k demos
 out as training did: each demo cut to its first W steps (training cuts a long episode to a window
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from icrl.data.recall import RecallMode, RecallTable
 from icrl.envs.actions import PAD_ACTION
 from icrl.errors import IcrlError
 from icrl.store.episode import OBS_SPECS, Episode
@@ -47,6 +49,7 @@ class ContextLayout:
     tokens_per_step: int
     positions: str
     max_positions: int | None = None  # rows of a learned position table; None with RoPE (no limit)
+    recall: str = "none"  # the recalled action each step carries (icrl.data.recall); "none": no such input
 
     @property
     def max_demos(self) -> int:
@@ -86,7 +89,8 @@ def layout_of(data_cfg, model_cfg) -> ContextLayout:
     """The layout of a run from its ``data`` (SequenceConfig) and ``model`` (ModelConfig) sections."""
     return ContextLayout(episodes=data_cfg.episodes, window=data_cfg.window, context_steps=data_cfg.context_steps,
                          tokens_per_step=model_cfg.tokens_per_step, positions=model_cfg.positions,
-                         max_positions=model_cfg.max_tokens if model_cfg.positions == "learned" else None)
+                         max_positions=model_cfg.max_tokens if model_cfg.positions == "learned" else None,
+                         recall=data_cfg.recall)
 
 
 def save_layout(layout: ContextLayout, run_dir: str | Path) -> Path:
@@ -118,16 +122,18 @@ def load_layout(run_dir: str | Path, exp=None) -> ContextLayout:
 class Part:
     """Steps ``start .. start+n-1`` of ``episode``; ``offset`` is added to its timesteps;
     ``marks_start``: its first step carries the episode-start marker (not for a piece that
-    continues the one before it)."""
+    continues the one before it); ``group``: the context it belongs to (a packed row's segment):
+    recall looks back over the earlier parts of its group only."""
 
     episode: Episode
     start: int
     n: int
     offset: int = 0
     marks_start: bool = True
+    group: int = 0
 
 
-def pack_parts(parts: Sequence[Part], domain: str, steps: int) -> dict:
+def pack_parts(parts: Sequence[Part], domain: str, steps: int, recall: RecallMode = "none") -> dict:
     """Lay ``parts`` end to end into one row of ``steps`` steps, padded at the end.
 
     Returns (numpy; T = steps, P = len(parts))::
@@ -140,6 +146,9 @@ def pack_parts(parts: Sequence[Part], domain: str, steps: int) -> dict:
         timestep       [T] int32   offset + step index within the episode (0 on padding)
         episode_id     [T] int32   part 0..P-1 of the step, -1 on padding
         loss_mask      [T] bool    a training target: not padding, has an action
+        recall         [T] int32   only with ``recall`` != "none": each step's recalled action, from
+                                   the earlier parts of its group (``icrl.data.recall``; NO_RECALL
+                                   where none matches, and on padding)
     """
     total = sum(p.n for p in parts)
     if total > steps:
@@ -167,8 +176,29 @@ def pack_parts(parts: Sequence[Part], domain: str, steps: int) -> dict:
         # Observation-only episodes (NLD-NAO) and unmapped keys (PAD_ACTION) are never targets.
         loss_mask[dst] = ep.has_actions & (actions[dst] != PAD_ACTION)
         at += n
-    return {"obs": obs, "actions": actions, "rewards": rewards, "episode_start": episode_start,
-            "timestep": timestep, "episode_id": episode_id, "loss_mask": loss_mask}
+    row = {"obs": obs, "actions": actions, "rewards": rewards, "episode_start": episode_start,
+           "timestep": timestep, "episode_id": episode_id, "loss_mask": loss_mask}
+    if recall != "none":
+        row["recall"] = recall_row(parts, row, recall)[0]
+    return row
+
+
+def recall_row(parts: Sequence[Part], row: dict, mode: RecallMode) -> tuple[np.ndarray, dict[int, RecallTable]]:
+    """The recalled action [T] int32 of every step of a row that ``pack_parts`` laid out from
+    ``parts`` (part j looks up the parts of its group laid out before it, then joins its group's
+    table), and the tables at the end, by group."""
+    out = np.full(len(row["actions"]), RecallTable.NO_RECALL, np.int32)
+    tables: dict[int, RecallTable] = {}
+    at = 0
+    for p in parts:
+        dst = slice(at, at + int(p.n))
+        table = tables.setdefault(p.group, RecallTable(mode))
+        obs = {k: v[dst] for k, v in row["obs"].items()}
+        keys = table.keys(obs)
+        out[dst] = table.lookup(keys)
+        table.add(keys, row["actions"][dst])
+        at += int(p.n)
+    return out, tables
 
 
 def demo_parts(demos: Sequence[Episode], layout: ContextLayout) -> list[Part]:
@@ -182,7 +212,20 @@ def demo_row(demos: Sequence[Episode], layout: ContextLayout, domain: str) -> di
     if not demos:
         return None
     parts = demo_parts(demos, layout)
-    row = pack_parts(parts, domain, layout.demo_steps(len(demos)))
+    row = pack_parts(parts, domain, layout.demo_steps(len(demos)), layout.recall)
     out = {k: (v[None] if k != "obs" else {o: a[None] for o, a in v.items()}) for k, v in row.items()}
     out["lengths"] = np.array([sum(p.n for p in parts)], np.int32)
     return out
+
+
+def demo_recall(demos: Sequence[Episode], layout: ContextLayout, domain: str) -> RecallTable | None:
+    """What a rollout after these demos recalls: the table of the demos' windows, as the query
+    episode of a training row sees its earlier episodes (``recall_row``); None when the layout has
+    no recall. No demos: an empty table."""
+    if layout.recall == "none":
+        return None
+    parts = demo_parts(demos, layout)
+    if not parts:
+        return RecallTable(layout.recall)
+    row = pack_parts(parts, domain, layout.demo_steps(len(demos)))
+    return recall_row(parts, row, layout.recall)[1].get(0, RecallTable(layout.recall))

@@ -20,6 +20,7 @@ compute. Sequences that do not fit are left out; long ones more often than short
 Packed row (numpy; T = context_steps, N = pack, E = episodes per sequence, V = vocabulary)::
 
     obs, actions, rewards, episode_start, timestep, loss_mask   as icrl.data.sequences ([T, ...])
+    recall         [T] int32   with data.recall: recalled within the step's own segment only
     episode_id     [T] int32   part 0.. of the step across the row's segments, -1 on padding
     segment        [T] int32   segment 0..n-1 of the step, -1 on padding
     segment_step   [T] int32   step index within its segment (0 on padding)
@@ -65,13 +66,13 @@ def pack_row(kept: Sequence[tuple[int, SequencePlan]], episodes: Sequence[list],
     task ids) end to end into row ``r`` (format in the module docstring)."""
     parts, spans = [], []
     at = 0
-    for (_, plan), eps in zip(kept, episodes, strict=True):
-        parts += [Part(ep, int(s), int(n), int(o), marks_start=int(o) == 0)
+    for j, ((_, plan), eps) in enumerate(zip(kept, episodes, strict=True)):
+        parts += [Part(ep, int(s), int(n), int(o), marks_start=int(o) == 0, group=j)
                   for ep, s, n, o in zip(eps, plan.starts, plan.lengths, plan.offsets)]
         n = int(plan.lengths.sum())
         spans.append((at, at + n))
         at += n
-    row = pack_parts(parts, domain, cfg.context_steps)
+    row = pack_parts(parts, domain, cfg.context_steps, cfg.recall)
     T, N, E = cfg.context_steps, cfg.pack, cfg.episodes
     segment = np.full(T, -1, np.int32)
     segment_step = np.zeros(T, np.int32)

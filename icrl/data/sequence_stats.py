@@ -37,6 +37,30 @@ def sequence_stats(source: SequenceSource, n: int, start: int = 0) -> SequenceSt
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class RecallStats:
+    rows: int  # rows read (sequences, or packed rows of several)
+    targets: int  # steps whose action is a training target
+    hit: float  # fraction of targets with a recalled action (icrl.data.recall)
+    agrees: float  # fraction of those whose recalled action is the target
+
+
+def recall_stats(source: SequenceSource, n: int, start: int = 0) -> RecallStats:
+    """How much the recalled actions of rows [start, start + n) tell (``data.recall`` set): they are
+    decoded, so this reads n rows' episodes."""
+    from icrl.data.recall import NO_RECALL
+
+    targets = hits = agree = 0
+    for i in range(start, start + n):
+        row = source[i]
+        counted = row["loss_mask"]
+        hit = counted & (row["recall"] != NO_RECALL)
+        targets += int(counted.sum())
+        hits += int(hit.sum())
+        agree += int((hit & (row["recall"] == row["actions"])).sum())
+    return RecallStats(rows=n, targets=targets, hit=hits / max(targets, 1), agrees=agree / max(hits, 1))
+
+
 def render_sequence(source: SequenceSource, i: int) -> str:
     """One line per sequence: its task, then each slot as level/episode:steps (+start if cut)."""
     plan = source.plan(i)

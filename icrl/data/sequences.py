@@ -36,6 +36,7 @@ contexts. Packed sequence (numpy; T = context_steps, E = episodes_per_sequence):
     timestep         [T] int32   step index within its episode (its game, for NLD pieces; 0 on padding)
     episode_id       [T] int32   slot 0..E-1 of the step's episode, -1 on padding
     loss_mask        [T] bool    True where the action is a training target (not padding, has actions)
+    recall           [T] int32   with data.recall: the recalled action of each step (icrl.data.recall)
     legal_mask       [VOCAB_SIZE] bool   the task's legal actions
     index            []  int64   the sequence's index i
     source_id, task_id [] int32  into the pipeline's source and task tables
@@ -82,6 +83,10 @@ class SequenceConfig(ConfigBase):
     max_episode_steps: int | None = Field(
         None, ge=1, description="Longer episodes are cut to a window of this many steps (None: T // E).")
     reward_tokens: bool = Field(False, description="Feed rewards to the model as tokens.")
+    recall: Literal["none", "cell", "screen"] = Field(
+        "none", description="Each step also carries the action an earlier episode of its context took at a matching "
+        "step (icrl.data.recall): 'cell' matches the cursor's cell, 'screen' the whole observation; must agree with "
+        "model.recall.")
     seed: int = Field(0, description="Seed of the sequence stream: sequence i depends on (seed, i).")
     num_sequences: int = Field(1 << 30, ge=1, description="Length of the sequence stream.")
     pack: int = Field(
@@ -243,7 +248,7 @@ def pack_sequence(plan: SequencePlan, episodes: list, cfg: SequenceConfig, domai
     # continue the piece before them.
     parts = [Part(ep, int(s), int(n), int(o), marks_start=int(o) == 0)
              for ep, s, n, o in zip(episodes, plan.starts, plan.lengths, plan.offsets)]
-    row = pack_parts(parts, domain, cfg.context_steps)
+    row = pack_parts(parts, domain, cfg.context_steps, cfg.recall)
     slot = {k: np.full(cfg.episodes, -1, np.int64) for k in ("slot_level", "slot_episode", "slot_length", "slot_start")}
     for j, p in enumerate(parts):
         slot["slot_level"][j], slot["slot_episode"][j] = p.episode.level, p.episode.episode

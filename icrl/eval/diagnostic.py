@@ -62,7 +62,7 @@ def diagnostic_batches(store: TrajectoryStore, layout: ContextLayout, *, tasks: 
                         "other": [store.read(demos[o][0]) for o in others]}
             for kind, context in contexts.items():
                 parts = [Part(ep, 0, min(ep.length, layout.window)) for ep in (*context, query)]
-                row = pack_parts(parts, domain, layout.context_steps)
+                row = pack_parts(parts, domain, layout.context_steps, layout.recall)
                 row["loss_mask"] &= row["episode_id"] == len(parts) - 1  # only the query's actions
                 row["legal_mask"] = legal
                 rows[kind].append(row)
@@ -73,9 +73,9 @@ def diagnostic_batches(store: TrajectoryStore, layout: ContextLayout, *, tasks: 
 
 def _stack(rows: list[dict]) -> dict:
     """Rows -> a batch with the keys a training batch sends to the devices (``train.step.DEVICE_KEYS``)."""
-    from icrl.train.step import DEVICE_KEYS  # lazily: icrl.train.config imports this module
+    from icrl.train.step import DEVICE_KEYS, PACKED_KEYS  # lazily: icrl.train.config imports this module
 
-    out = {k: np.stack([r[k] for r in rows]) for k in DEVICE_KEYS if k != "obs"}
+    out = {k: np.stack([r[k] for r in rows]) for k in DEVICE_KEYS + PACKED_KEYS if k != "obs" and k in rows[0]}
     out["obs"] = {k: np.stack([r["obs"][k] for r in rows]) for k in rows[0]["obs"]}
     return out
 

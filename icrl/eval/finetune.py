@@ -72,7 +72,7 @@ class FinetunePolicy(Policy):
             if len(rows) % groups or not np.array_equal(rows, np.repeat(np.arange(groups), len(rows) // groups)):
                 raise ValueError("fine-tuning rolls out each level's rows against its own parameters: rows must "
                                  "come level by level, the same number per level")
-            inputs = {k: batch[k] for k in (*MODEL_KEYS, "loss_mask")}
+            inputs = {k: batch[k] for k in (*MODEL_KEYS, "recall", "loss_mask") if k in batch}
             legal = spec.legal_mask[None]
             tuned = []
             for level in range(groups):
@@ -102,9 +102,9 @@ class GroupDecoder:
         self.template, self.params, self.groups = template, params, groups
         self.graphdef, self.state = base.graphdef, base.state
 
-    def observe(self, cache, obs, episode_start, timestep, legal_mask=None):
+    def observe(self, cache, obs, episode_start, timestep, legal_mask=None, recall=None):
         return _observe_groups(self.template, self.groups, self.params, cache, obs, episode_start, timestep,
-                               legal_mask)
+                               legal_mask, recall)
 
     def append_action(self, cache, actions, rewards=None):
         return _append_groups(self.template, self.groups, self.params, cache, actions, rewards)
@@ -121,12 +121,12 @@ def _join(tree):
 
 
 @functools.partial(jax.jit, static_argnames=("template", "groups"), donate_argnames=("cache",))
-def _observe_groups(template, groups, params, cache, obs, episode_start, timestep, legal_mask):
+def _observe_groups(template, groups, params, cache, obs, episode_start, timestep, legal_mask, recall=None):
     """``ICRLModel.observe`` of each group against its own parameters: -> (logits [R, V], cache)."""
-    def one(p, c, o, e, t, m):
-        return template.build(p).observe(c, o, e, t, m)
+    def one(p, c, o, e, t, m, r):
+        return template.build(p).observe(c, o, e, t, m, r)
 
-    logits, cache = jax.vmap(one)(params, *_split(groups, (cache, obs, episode_start, timestep, legal_mask)))
+    logits, cache = jax.vmap(one)(params, *_split(groups, (cache, obs, episode_start, timestep, legal_mask, recall)))
     return _join(logits), _join(cache)
 
 

@@ -8,7 +8,7 @@ the checks that come before any model is loaded.
 
 ``icl`` and ``finetune`` load the run's checkpoint; BC-0 / BC-1 load single-trajectory runs
 (``data.mode=single``) and play at k = 0 / 1; Hashmap and R&P (``rnp``, REGENT's retrieve and
-play) play every k > 0; random and the expert play once, at k = 0, since they ignore demos.
+play) and ``hashmap-cell`` (Hashmap keyed on the agent's cell) play every k > 0; random and the expert play once, at k = 0, since they ignore demos.
 """
 
 from __future__ import annotations
@@ -24,15 +24,16 @@ if TYPE_CHECKING:
     from icrl.eval.evaluate import Method
 
 # Methods chosen by name (``icrl eval --methods``); BC-0 / BC-1 are chosen by their runs instead.
-METHODS: tuple[str, ...] = ("icl", "hashmap", "rnp", "random", "expert", "finetune")
+METHODS: tuple[str, ...] = ("icl", "hashmap", "hashmap-cell", "rnp", "random", "expert", "finetune")
 MODEL_METHODS: tuple[str, ...] = ("icl", "finetune")  # the ones that load the evaluated run
 
 
 def method_shots(names: Sequence[str], shots: Sequence[int], bc0: object = None,
                  bc1: object = None) -> dict[str, list[int]]:
     """The k values each method plays at, by name (BC-1 defaults to BC-0's run)."""
-    table = {"icl": list(shots), "finetune": list(shots), "hashmap": [k for k in shots if k > 0],
-             "rnp": [k for k in shots if k > 0], "random": [0], "expert": [0]}
+    demo_shots = [k for k in shots if k > 0]
+    table = {"icl": list(shots), "finetune": list(shots), "hashmap": demo_shots, "hashmap-cell": demo_shots,
+             "rnp": demo_shots, "random": [0], "expert": [0]}
     out = {name: table[name] for name in names}
     if bc0:
         out["bc0"] = [0]
@@ -99,6 +100,11 @@ def check_methods(runs: Mapping[str, str | Path], names: Sequence[str], tasks: S
             if why:
                 raise IcrlError(f"method 'expert' does not apply to {task} ({domains[task]}): {why}; "
                                 "leave it out of --methods")
+    if "hashmap-cell" in names:
+        for task, domain in domains.items():
+            if domain != "nethack":
+                raise IcrlError(f"method 'hashmap-cell' does not apply to {task} ({domain}): it matches the tty "
+                                "cursor's cell; leave it out of --methods")
     for label, run in runs.items():
         exp = run_config(run)
         for task, domain in domains.items():
@@ -143,7 +149,7 @@ def build_methods(run_dir: str | Path, names: Sequence[str], shots: Sequence[int
     IcrlError for an unknown name, a run without a checkpoint, or a BC run that is not single-trajectory.
     """
     from icrl.eval.evaluate import Method
-    from icrl.eval.policies import ExpertPolicy, HashmapPolicy, RandomPolicy, RetrievePlayPolicy
+    from icrl.eval.policies import ExpertPolicy, HashmapCellPolicy, HashmapPolicy, RandomPolicy, RetrievePlayPolicy
 
     unknown = sorted(set(names) - set(METHODS))
     if unknown:
@@ -172,6 +178,8 @@ def build_methods(run_dir: str | Path, names: Sequence[str], shots: Sequence[int
             methods[label] = Method(_model_policy(bc_model, bc_layout, label, greedy), shots=plays[label])
     if "hashmap" in wants:
         methods["hashmap"] = Method(HashmapPolicy(), shots=plays["hashmap"])
+    if "hashmap-cell" in wants:
+        methods["hashmap-cell"] = Method(HashmapCellPolicy(), shots=plays["hashmap-cell"])
     if "rnp" in wants:
         methods["rnp"] = Method(RetrievePlayPolicy(), shots=plays["rnp"])
     if "random" in wants:

@@ -17,6 +17,10 @@ k <= E - 1. A fixed rollout limit also matters on its own: a limit that grew as 
 would give fewer demos longer rollouts and more per-step penalties, a difference in return that
 has nothing to do with learning from the demos.
 
+Recall (layouts with ``recall``, ``icrl.data.recall``): each level's demo windows make one
+``RecallTable`` (``demo_recall``: what a training row's query episode looks up in the episodes before
+it); every rollout step looks its observation up there and hands the recalled action to the model.
+
 Sampling: row r draws step t's action with key fold_in(key_r, t), key_r from the row's generator,
 so its actions do not depend on the other rows of the batch.
 """
@@ -31,18 +35,20 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from icrl.data.layout import ContextLayout, demo_row
+from icrl.data.layout import ContextLayout, demo_recall, demo_row
 from icrl.envs.actions import PAD_ACTION
+from icrl.errors import IcrlError
 from icrl.eval.policies import Policy, check_batch, check_model_domain
 from icrl.model.cache import share_prefix, take_rows
 from icrl.store.episode import OBS_SPECS, Episode
 
-# Keys of a packed row that the model reads (``icrl.model.model``'s batch format).
+# Keys of a packed row that the model reads (``icrl.model.model``'s batch format); "recall" only
+# in layouts with recall (``icrl.data.recall``).
 MODEL_KEYS = ("obs", "actions", "rewards", "episode_start", "timestep")
 
 
 def model_inputs(batch: dict) -> dict:
-    return {k: batch[k] for k in MODEL_KEYS}
+    return {k: batch[k] for k in (*MODEL_KEYS, "recall") if k in batch}
 
 
 def demo_batch(demos: Sequence[Sequence[Episode]], layout: ContextLayout, domain: str) -> dict | None:
@@ -94,6 +100,10 @@ class ModelPolicy(Policy):
         return nnx.merge(self.decoder.graphdef, self.decoder.state).config.domain
 
     @functools.cached_property
+    def model_recall(self) -> str:
+        return nnx.merge(self.decoder.graphdef, self.decoder.state).config.recall
+
+    @functools.cached_property
     def reward_tokens(self) -> bool:
         """Whether the model has reward tokens: then an action is appended with its reward, after the step."""
         return nnx.merge(self.decoder.graphdef, self.decoder.state).config.reward_tokens
@@ -106,6 +116,11 @@ class ModelPolicy(Policy):
         self.n = n = len(rows)
         k = len(demos[0]) if len(demos) else 0
         self.layout.check(k)
+        if self.model_recall != self.layout.recall:
+            raise IcrlError(f"method {self.name!r}: the model was built with recall {self.model_recall!r}, the run's "
+                            f"layout says {self.layout.recall!r}")
+        self.recall_tables = (None if self.layout.recall == "none"
+                              else [demo_recall(d, self.layout, spec.domain) for d in demos])
         self.keys = jnp.stack([jax.random.PRNGKey(int(r.integers(1 << 31))) for r in rngs])
         self.legal = jnp.asarray(np.broadcast_to(spec.legal_mask, (n, spec.legal_mask.shape[0])))
         self.obs_keys = tuple(OBS_SPECS[spec.domain])  # extra env keys (the expert's) are not model inputs
@@ -141,14 +156,23 @@ class ModelPolicy(Policy):
         _, prefix = self.decoder.prefill(self.context, capacity, lengths)
         return take_rows(prefix, rows)
 
+    def _recall(self, obs) -> np.ndarray | None:
+        """Each row's recalled action [R] int32 in its level's demo table (None without recall)."""
+        if self.recall_tables is None:
+            return None
+        spec = OBS_SPECS[self.domain]
+        keys = self.recall_tables[0].keys({k: np.asarray(v, spec[k][1]) for k, v in obs.items()})
+        return np.array([self.recall_tables[self.rows[i]].lookup([key])[0] for i, key in enumerate(keys)], np.int32)
+
     def act(self, obs, live):
         obs = {k: obs[k] for k in self.obs_keys}
         episode_start = self.t == 0
+        recall = self._recall(obs)
         if self.use_cache:
-            logits, self.cache = self.decoder.observe(self.cache, obs, episode_start, self.t, self.legal)
+            logits, self.cache = self.decoder.observe(self.cache, obs, episode_start, self.t, self.legal, recall)
         else:
-            logits = self._recompute(obs)
-        self._pending_obs = obs
+            logits = self._recompute(obs, recall)
+        self._pending_obs, self._pending_recall = obs, recall
         actions = np.asarray(sample_actions(self.keys, self.t, logits, self.temperature, self.greedy))
         if self.use_cache and not self.reward_tokens:
             # The action token needs no reward: append it now, so that XLA runs it (asynchronously)
@@ -164,10 +188,10 @@ class ModelPolicy(Policy):
                                                         np.asarray(rewards, np.float32))
         else:
             self.history.append({"obs": self._pending_obs, "actions": np.asarray(actions, np.int32),
-                                 "rewards": np.asarray(rewards, np.float32)})
+                                 "rewards": np.asarray(rewards, np.float32), "recall": self._pending_recall})
         self.t = self.t + 1  # a new array: the last one may still be read by a call in flight
 
-    def _recompute(self, obs) -> jax.Array:
+    def _recompute(self, obs, recall: np.ndarray | None) -> jax.Array:
         """Logits [R, V] of the current step from a full forward pass over each row's context + history.
 
         Row r holds its level's first ``context_steps[r]`` demo steps, then its rollout, then
@@ -175,7 +199,7 @@ class ModelPolicy(Policy):
         attention makes everything after the current step irrelevant to its logits.
         """
         steps = self.history + [{"obs": obs, "actions": np.full(self.n, PAD_ACTION, np.int32),
-                                 "rewards": np.zeros(self.n, np.float32)}]
+                                 "rewards": np.zeros(self.n, np.float32), "recall": recall}]
         c = self.context
         kw = 0 if c is None else c["actions"].shape[1]
         total, at, rows = kw + self.max_rollout_steps, self.context_steps, np.arange(self.n)
@@ -197,4 +221,6 @@ class ModelPolicy(Policy):
             "timestep": lay(ctx("timestep"), [np.full(self.n, s, np.int32) for s in range(len(steps))]),
             "legal_mask": self.legal,
         }
+        if recall is not None:
+            batch["recall"] = lay(ctx("recall"), [s["recall"] for s in steps])
         return self.decoder.forward(batch)[rows, at + len(steps) - 1]

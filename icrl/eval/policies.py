@@ -13,7 +13,8 @@ only, and only while it is live, so a row's episode does not depend on which oth
 batch: the evaluator gets the same results rolling out every level at once or one at a time.
 
 Baselines here: ``RandomPolicy`` (uniform over legal actions), ``HashmapPolicy`` (copy the demo's
-action for an exactly matching observation, else random: an oracle in deterministic levels),
+action for an exactly matching observation, else random: an oracle in deterministic levels;
+``HashmapCellPolicy`` matches the agent's cell instead),
 ``RetrievePlayPolicy`` (R&P: copy the action of the nearest demo step) and ``ExpertPolicy`` (the
 expert that made the demos: MiniHack's planning oracle, Procgen's search expert). The model's policy is in
 ``icrl.eval.model_policy``.
@@ -99,35 +100,32 @@ class RandomPolicy(Policy):
         return self._random(live)
 
 
-def observation_key(obs: Obs, i: int | None = None) -> bytes:
-    """Exact identity of an observation (of env ``i`` in a batch): the bytes of every array, in key order."""
-    parts = [np.ascontiguousarray(obs[k] if i is None else obs[k][i]).tobytes() for k in sorted(obs)]
-    return b"".join(parts)
-
-
 class HashmapPolicy(RandomPolicy):
     """The study's Hashmap baseline: the demo action of an exactly matching observation, else random.
 
-    One table per demo set (level). Keys are the full observation the demos store (tty chars,
-    colours and cursor; or RGB frames), so a match means the same screen. A screen seen more than
-    once keeps the action taken at its *last* occurrence: from there the demo went on without coming
-    back, so in a deterministic level following it can never loop (the first occurrence's action can
-    lead back to the same screen, e.g. a bump into a wall, forever).
+    One ``RecallTable`` (``icrl.data.recall``) per demo set (level), the table a model with recall
+    reads. Keys (``key``): ``screen``, the full observation the demos store (tty chars, colours
+    and cursor; or RGB frames), so a match means the same screen; ``hashmap-cell`` keys on the
+    cursor's cell instead. A key seen more than once keeps the action taken at its *last*
+    occurrence: from there the demo went on without coming back, so in a deterministic level
+    following it can never loop (the first occurrence's action can lead back to the same screen,
+    e.g. a bump into a wall, forever).
     """
 
     name = "hashmap"
+    key = "screen"
 
     def start(self, spec, demos, row_demos, rngs):
+        from icrl.data.recall import RecallTable
+
         super().start(spec, demos, row_demos, rngs)
         self.row_demos = check_batch(demos, row_demos, rngs)
-        self.tables: list[dict[bytes, int]] = []
+        self.tables: list[RecallTable] = []
         for level_demos in demos:
-            table: dict[bytes, int] = {}
+            table = RecallTable(self.key)
             for ep in level_demos:
-                if not ep.has_actions:
-                    continue
-                for t in range(ep.length):
-                    table[observation_key({k: v[t] for k, v in ep.observations.items()})] = int(ep.actions[t])
+                if ep.has_actions:
+                    table.add(table.keys(ep.observations), ep.actions)
             self.tables.append(table)
         self.keys = next((sorted(d[0].observations) for d in demos if d), None)
         self.hits = self.misses = 0
@@ -135,9 +133,12 @@ class HashmapPolicy(RandomPolicy):
     def act(self, obs, live):
         # A random draw only on a miss: a row's stream then depends on its own screens alone.
         out = np.zeros(len(self.rngs), np.int32)
-        view = {k: obs[k] for k in self.keys} if self.keys else obs
-        for i in np.flatnonzero(live):
-            hit = self.tables[self.row_demos[i]].get(observation_key(view, int(i)))
+        rows = np.flatnonzero(live)
+        if not rows.size or not self.tables:
+            return self._random(live)
+        view = {k: np.asarray(obs[k])[rows] for k in (self.keys or sorted(obs))}
+        for i, key in zip(rows, self.tables[0].keys(view)):
+            hit = self.tables[self.row_demos[i]].get(key)
             if hit is not None:
                 out[i] = hit
                 self.hits += 1
@@ -145,6 +146,23 @@ class HashmapPolicy(RandomPolicy):
                 out[i] = self.legal[self.rngs[i].integers(len(self.legal))]
                 self.misses += 1
         return out
+
+
+class HashmapCellPolicy(HashmapPolicy):
+    """Hashmap keyed on the agent's cell (the tty cursor) rather than the whole screen: the demo's
+    action where the demo stood where the agent stands now, else random. It matches where the
+    screen differs only by what has been explored or said, so it is the copy baseline of a model
+    with ``recall: cell``."""
+
+    name = "hashmap-cell"
+    key = "cell"
+
+    def check(self, task):
+        from icrl.envs.registry import domain_of
+
+        if domain_of(task) != "nethack":
+            raise IcrlError(f"method {self.name!r} does not apply to {task}: it matches the tty cursor's cell, "
+                            f"{task} has RGB frames")
 
 
 def expert_applies(task: str) -> str | None:

@@ -76,6 +76,10 @@ class ModelConfig(ConfigBase):
         2048, ge=2, description="longest training sequence in tokens; with learned positions, the table's rows")
     max_timestep: int = Field(1024, ge=1, description="rows of the timestep-in-episode table; later steps share the last row")
     reward_tokens: bool = Field(False, description="add a reward token after each action token (3 tokens per step)")
+    recall: Literal["none", "cell", "screen"] = Field(
+        "none", description="embed each step's recalled action (icrl.data.recall: what an earlier episode of the "
+        "context did at the same cursor cell, or on the same screen) into its observation token; must agree with "
+        "data.recall")
     action_sees_obs: bool = Field(
         False, description="action tokens also carry a learned projection of their step's observation encoding"
     )

@@ -53,9 +53,10 @@ def observe(
     episode_start: jax.Array,
     timestep: jax.Array,
     legal_mask: jax.Array | None = None,
+    recall: jax.Array | None = None,
 ) -> tuple[jax.Array, KVCache]:
     """``ICRLModel.observe`` as a pure function: → (logits [B, V], cache)."""
-    return nnx.merge(graphdef, state).observe(cache, obs, episode_start, timestep, legal_mask)
+    return nnx.merge(graphdef, state).observe(cache, obs, episode_start, timestep, legal_mask, recall)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("cache",))
@@ -79,6 +80,7 @@ def step(
     legal_mask: jax.Array | None = None,
     restart: jax.Array | None = None,
     restart_length: jax.Array | int = 0,
+    recall: jax.Array | None = None,
 ) -> tuple[jax.Array, KVCache]:
     """One environment step of a rollout in one call: ``append_action`` (the previous step's actions and
     rewards), then ``rewind`` the rows where ``restart`` [B] bool is True to ``restart_length``,
@@ -92,7 +94,7 @@ def step(
     cache = model.append_action(cache, actions, rewards)
     if restart is not None:
         cache = rewind(cache, restart, restart_length)
-    return model.observe(cache, obs, episode_start, timestep, legal_mask)
+    return model.observe(cache, obs, episode_start, timestep, legal_mask, recall)
 
 
 class _Bound:
@@ -149,8 +151,9 @@ class Decoder:
         episode_start: jax.Array,
         timestep: jax.Array,
         legal_mask: jax.Array | None = None,
+        recall: jax.Array | None = None,
     ) -> tuple[jax.Array, KVCache]:
-        return self._fns.observe(self.state, cache, obs, episode_start, timestep, legal_mask)
+        return self._fns.observe(self.state, cache, obs, episode_start, timestep, legal_mask, recall)
 
     def append_action(self, cache: KVCache, actions: jax.Array, rewards: jax.Array | None = None) -> KVCache:
         return self._fns.append_action(self.state, cache, actions, rewards)
@@ -166,8 +169,9 @@ class Decoder:
         legal_mask: jax.Array | None = None,
         restart: jax.Array | None = None,
         restart_length: jax.Array | int = 0,
+        recall: jax.Array | None = None,
     ) -> tuple[jax.Array, KVCache]:
         """The module's ``step`` as two calls (``append_action`` with the rewind, then ``observe``),
         which keep the cache in place where one program copies it (see ``step``)."""
         cache = self._fns.append_action(self.state, cache, actions, rewards, restart, restart_length)
-        return self._fns.observe(self.state, cache, obs, episode_start, timestep, legal_mask)
+        return self._fns.observe(self.state, cache, obs, episode_start, timestep, legal_mask, recall)

@@ -20,6 +20,8 @@ Batch format (one row = one packed bursty sequence of T environment steps â†’ TÂ
                          sequence in the row; attention never crosses segments
         "segment_step":  [B, T] int32, optional: the step's index within its segment, so token
                          positions start at 0 in every segment
+        "recall":        [B, T] int32, with model.recall: the recalled action of each step
+                         (icrl.data.recall; NO_RECALL where none)
     }
 
 Token order per step t: o_t, a_t (, r_t). The action logits of step t are read at o_t, so they see
@@ -117,7 +119,7 @@ class ICRLModel(nnx.Module):
         timestep = batch["timestep"]
         encoded = self.encoder(batch["obs"])
         streams = [
-            self.tokens.observation(encoded, batch["episode_start"], timestep),
+            self.tokens.observation(encoded, batch["episode_start"], timestep, batch.get("recall")),
             self.tokens.action(batch["actions"], timestep, encoded),
         ]
         if self.reward_tokens:
@@ -208,15 +210,18 @@ class ICRLModel(nnx.Module):
         episode_start: jax.Array,
         timestep: jax.Array,
         legal_mask: jax.Array | None = None,
+        recall: jax.Array | None = None,
     ) -> tuple[jax.Array, KVCache]:
         """Append each row's observation token; return the action logits of this step.
 
         obs: one step per row (``tty_*`` [B, 24, 80] / [B, 2], or ``rgb`` [B, 64, 64, 3]);
-        episode_start [B] bool; timestep [B] int32; legal_mask [B, V] bool or None.
+        episode_start [B] bool; timestep [B] int32; legal_mask [B, V] bool or None; recall [B]
+        int32 (the recalled actions; with model.recall only).
         Returns (logits [B, VOCAB_SIZE] float32, masked; cache).
         """
         encoded = self.encoder({k: v[:, None] for k, v in obs.items()})[:, 0]
-        x = self.tokens.observation(encoded[:, None], episode_start[:, None], timestep[:, None])[:, 0]
+        x = self.tokens.observation(encoded[:, None], episode_start[:, None], timestep[:, None],
+                                    None if recall is None else recall[:, None])[:, 0]
         h, cache = self._decode(cache, x)
         cache = cache.replace(timestep=timestep.astype(jnp.int32), obs=encoded.astype(cache.obs.dtype))
         return self._step_logits(h, legal_mask), cache

@@ -18,6 +18,10 @@ swamped the action identity and slowed early training (loss 1.48 vs 0.95 at step
 quickstart). It adds no information (a_t already attends to o_t): nothing leaks into o_t's logits.
 Off by default: in the quickstart (300 steps of the 1M preset) it made no clear difference to how
 much same-level demos lower the held-out action loss.
+
+With ``recall`` (``icrl.data.recall``) the observation token o_t also gets an embedding of the
+step's recalled action (a table of V + 1 rows, the last for "no match"): the action an earlier
+episode of the context took at the same cell or screen, looked up outside the network.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from icrl.data.recall import RECALL_VOCAB
 from icrl.envs.actions import VOCAB_SIZE
 from icrl.model.axes import sharding
 from icrl.model.config import ModelConfig
@@ -59,16 +64,24 @@ class TokenEmbedder(nnx.Module):
             else None
         )
         self.positions = embed(config.max_tokens, d, ("positions", "embed"), **kw) if config.positions == "learned" else None
+        self.recall = embed(RECALL_VOCAB, d, ("vocab", "embed"), **kw) if config.recall != "none" else None
 
     def _common(self, kind: int, timestep: jax.Array) -> jax.Array:
         """Token-type + timestep embedding, timestep [...] int → [..., d]."""
         t = jnp.clip(timestep.astype(jnp.int32), 0, self.max_timestep - 1)
         return self.types(jnp.full(t.shape, kind, jnp.int32)) + self.timesteps(t)
 
-    def observation(self, encoded: jax.Array, episode_start: jax.Array, timestep: jax.Array) -> jax.Array:
-        """encoded [B, T, d], episode_start [B, T] bool, timestep [B, T] → [B, T, d]."""
+    def observation(self, encoded: jax.Array, episode_start: jax.Array, timestep: jax.Array,
+                    recall: jax.Array | None = None) -> jax.Array:
+        """encoded [B, T, d], episode_start [B, T] bool, timestep [B, T], recall [B, T] int (the
+        recalled actions; required when the model has recall) → [B, T, d]."""
         marker = jnp.where(episode_start[..., None], self.episode_start[...].astype(self.dtype), 0)
-        return encoded.astype(self.dtype) + marker + self._common(OBS, timestep)
+        x = encoded.astype(self.dtype) + marker + self._common(OBS, timestep)
+        if self.recall is None:
+            return x
+        if recall is None:
+            raise ValueError("this model has recall (model.recall): its batches need 'recall' [B, T]")
+        return x + self.recall(recall.astype(jnp.int32))
 
     def action(self, actions: jax.Array, timestep: jax.Array, encoded: jax.Array) -> jax.Array:
         """actions [B, T] int (unified vocabulary), timestep [B, T], encoded [B, T, d] (the

@@ -211,6 +211,11 @@ class ExperimentConfig(ConfigBase):
         if self.data.reward_tokens != self.model.reward_tokens:
             raise ValueError(f"data.reward_tokens={self.data.reward_tokens} and model.reward_tokens="
                              f"{self.model.reward_tokens} must agree")
+        if self.data.recall != self.model.recall:
+            raise ValueError(f"data.recall={self.data.recall!r} and model.recall={self.model.recall!r} must agree")
+        if self.model.recall == "cell" and self.model.domain != "nethack":
+            raise ValueError(f"model.recall='cell' needs the tty cursor (domain nethack), not {self.model.domain!r}; "
+                             "use 'screen'")
         tokens = self.data.context_steps * self.model.tokens_per_step
         if tokens > self.model.max_tokens:
             raise ValueError(f"data.context_steps={self.data.context_steps} makes {tokens} tokens, more than "

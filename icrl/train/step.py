@@ -29,7 +29,8 @@ from icrl.train.state import ModelTemplate, TrainState
 # (index, episode_id, source/task ids, slot_*) stay on the host.
 MODEL_KEYS: tuple[str, ...] = ("obs", "actions", "rewards", "episode_start", "timestep", "legal_mask")
 DEVICE_KEYS: tuple[str, ...] = MODEL_KEYS + ("loss_mask",)
-PACKED_KEYS: tuple[str, ...] = ("segment", "segment_step")  # also sent, in packed rows (icrl.data.packing)
+# Also sent where present: packed rows' segments (icrl.data.packing) and recalled actions (icrl.data.recall).
+PACKED_KEYS: tuple[str, ...] = ("segment", "segment_step", "recall")
 
 Batch = Mapping[str, Any]
 
