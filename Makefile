@@ -22,7 +22,7 @@ test: setup
 
 # The quickstart: oracle data for 6 MiniHack train tasks, an NLD-format sample converted into a store,
 # the 1M preset trained on bursty sequences, then few-shot evaluation on 2 held-out tasks with the
-# baselines. Every step resumes or skips what an earlier run made; outputs go to runs/quickstart/.
+# baselines (Hashmap keyed on the screen and on the agent's cell). Every step resumes or skips what an earlier run made; outputs go to runs/quickstart/.
 QS := data/quickstart
 QS_EVAL_TASKS := MiniHack-MazeWalk-15x15-v0 MiniHack-Labyrinth-Small-v0
 
@@ -36,7 +36,7 @@ quickstart: setup
 	$(UV) run icrl train experiments/quickstart.yaml --resume
 	$(UV) run icrl eval runs/quickstart --demos $(QS)/minihack-heldout-demos --tasks $(QS_EVAL_TASKS) \
 		--shots 0,1,2 --primary-k 1 --levels 32 --episodes 5 --sticky 0.2 --max-steps 128 --greedy \
-		--methods icl,hashmap,random,expert
+		--methods icl,hashmap,hashmap-cell,random,expert
 
 envs-check: setup
 	$(UV) run icrl envs check

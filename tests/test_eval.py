@@ -254,6 +254,32 @@ def test_model_policy_cache_and_recompute_take_the_same_actions(demo_store, k, r
     assert len({tuple(c) for c in taken[True].T}) > 1  # the rows' own keys: not one sample for all
 
 
+def test_model_policy_split_over_devices_takes_the_same_actions(demo_store):
+    """Rollout rows split over 4 of the 8 emulated devices (params replicated, cache by row) act as
+    on one device; the cache really is split."""
+    from icrl.eval.model_policy import ModelPolicy
+    from icrl.eval.rollout import run_rows
+    from icrl.model.decoding import Decoder
+
+    levels = demo_store.levels(MAZE)[:2]
+    demos = [[demo_store.read(sorted(demo_store.episodes_of(MAZE, lv), key=lambda r: r.episode)[0])] for lv in levels]
+    row_demos = np.array([0, 0, 1, 1])
+    taken = {}
+    for devices in (1, 4):
+        policy = ModelPolicy(Decoder(_tiny_model()[0]), LAYOUT, greedy=False, devices=devices)
+        actions = []
+        act = policy.act
+        policy.act = lambda obs, live, act=act: actions.append(act(obs, live)) or actions[-1]
+        with StickyVectorEnv(make_vector_env(MAZE, 4), 0.2) as venv:
+            run_rows(venv, policy, demos, row_demos, [levels[i] for i in row_demos],
+                     [np.random.default_rng(i) for i in range(4)], seeds=[(5, i) for i in range(4)], max_steps=10)
+        taken[devices] = np.stack(actions)
+        layer = policy.cache.keys[0]
+        own = layer.own if hasattr(layer, "own") else layer
+        assert len(own.sharding.device_set) == devices
+    np.testing.assert_array_equal(taken[1], taken[4])
+
+
 def test_finetune_rolls_every_level_out_against_its_own_parameters(demo_store):
     """Fine-tuned per level and decoded all levels at once (vmap over the levels' parameters): each
     level's rows get its own parameters' logits, and the rows equal one level at a time."""
@@ -388,6 +414,8 @@ def test_eval_and_report_bad_input(tmp_path, capsys):
     assert "no such trajectory store" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 2
     assert "no eval/results.json" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path), "--demos", "x", "--devices", "9"]) == 2  # 8 emulated devices
+    assert capsys.readouterr().err.strip() == "icrl eval: error: --devices 9: this process has 8 local device(s)"
     with pytest.raises(SystemExit):
         main(["eval", str(tmp_path), "--demos", "x", "--methods", "icl,magic"])
     assert "unknown method" in capsys.readouterr().err

@@ -130,6 +130,18 @@ def test_resume_after_sigkill_and_sigterm_repeats_the_uninterrupted_run_exactly(
         np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
     assert not np.array_equal(s["params"]["head"]["kernel"], load_state(cut, killed_at)["params"]["head"]["kernel"])
 
+    # Evaluation reads the parameters alone (no optimizer state): the same arrays.
+    from flax import nnx
+
+    from icrl.eval.load import load_trained
+
+    model, _, loaded = load_trained(cut)
+    assert loaded == STEPS
+    evaluated = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(s["params"])[0], jax.tree.leaves(evaluated),
+                            strict=True):
+        np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+
     # Same data order and losses, every step logged once despite the kill.
     rs, rc = step_records(straight), step_records(cut)
     assert [r["step"] for r in rs] == [r["step"] for r in rc] == list(range(1, STEPS + 1))

@@ -50,6 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="evaluate even on levels the run's training stores hold (not held out)")
     p.add_argument("--level-batch", type=int,
                    help="levels rolled out together, level-batch x episodes env rows (default: all of a task's)")
+    p.add_argument("--devices", type=int, metavar="N",
+                   help="local devices the model's rollout rows are split over (default: all on GPU / TPU, 1 on CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
     p.add_argument("--seeds", type=int, metavar="N",
@@ -88,6 +90,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise IcrlError(f"{name} must be >= 1, got {value}")
     if args.primary_k not in args.shots:
         raise IcrlError(f"--primary-k {args.primary_k} is not one of --shots {','.join(map(str, args.shots))}")
+    if args.devices is not None:
+        import jax
+
+        if not 1 <= args.devices <= jax.local_device_count():
+            raise IcrlError(f"--devices {args.devices}: this process has {jax.local_device_count()} local device(s)")
     if args.seeds is not None:
         evaluated = seed_runs(run, args.seeds)  # RUN itself need not exist: `icrl train --seeds` makes only these
     elif not run.is_dir():
@@ -143,7 +150,7 @@ def _evaluate_run(args: argparse.Namespace, cfg, plan: dict[str, list[int]], dem
 
     methods, layout = build_methods(run, args.methods, cfg.shots, step=args.step, greedy=args.greedy, bc0=args.bc0,
                                     bc1=args.bc1, finetune_steps=args.finetune_steps,
-                                    finetune_lr=args.finetune_lr)
+                                    finetune_lr=args.finetune_lr, devices=args.devices)
     meta = eval_meta(layout, cfg.shots, args.primary_k)
     for k, warnings in meta["warnings"].items():
         for warning in warnings if warn else ():

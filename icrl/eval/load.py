@@ -12,8 +12,8 @@ from icrl.errors import IcrlError
 def load_trained(run_dir: str | Path, step: int | None = None):
     """(model, experiment config, step) of a run's checkpoint (the latest when ``step`` is None).
 
-    Only the parameters matter for evaluation, but Orbax restores the whole train state, so its
-    shape is rebuilt from the run's resolved config; everything lands on the first local device.
+    Only the parameters are read (``Checkpointer.restore_params``: not the optimizer state), in
+    the shapes the run's resolved config gives; they land on the first local device.
     """
     from icrl.train.checkpoint import Checkpointer, abstract_with_shardings
     from icrl.train.config import load_experiment
@@ -36,13 +36,11 @@ def load_trained(run_dir: str | Path, step: int | None = None):
         elif step not in steps:
             raise IcrlError(f"{run}: no checkpoint of step {step}; steps: {steps}")
         template = ModelTemplate(cfg.model)
-        tx = make_optimizer(cfg.train)
-        abstract = jax.eval_shape(lambda: init_state(template, tx, 0))
+        abstract = jax.eval_shape(lambda: init_state(template, make_optimizer(cfg.train), 0)).params
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        target = abstract_with_shardings(abstract, jax.tree.map(lambda _: device, abstract))
-        state = ckpt.restore(step, target)
+        params = ckpt.restore_params(step, abstract_with_shardings(abstract, jax.tree.map(lambda _: device, abstract)))
     finally:
         ckpt.close()
-    model = template.build(state.params)
+    model = template.build(params)
     model.eval()
     return model, cfg, step

@@ -140,12 +140,13 @@ def check_heldout(runs: Mapping[str, str | Path], plan: Mapping[str, Sequence[in
 
 def build_methods(run_dir: str | Path, names: Sequence[str], shots: Sequence[int], *, step: int | None = None,
                   greedy: bool = False, bc0: str | Path | None = None, bc1: str | Path | None = None,
-                  finetune_steps: int = 20, finetune_lr: float = 1e-4,
+                  finetune_steps: int = 20, finetune_lr: float = 1e-4, devices: int | None = None,
                   log: Callable[[str], None] = print) -> tuple[dict[str, Method], ContextLayout | None]:
     """The methods ``names`` (a subset of ``METHODS``) plus BC-0 / BC-1 when their runs are given,
     and the context layout of ``run_dir`` (None when no method loads it).
 
-    ``bc1`` defaults to ``bc0``'s run. ``log`` gets one line naming the checkpoint loaded.
+    ``bc1`` defaults to ``bc0``'s run; ``devices``: local devices the model policies split their rows
+    over (``icrl.eval.devices``; None: the default). ``log`` gets one line naming the checkpoint loaded.
     IcrlError for an unknown name, a run without a checkpoint, or a BC run that is not single-trajectory.
     """
     from icrl.eval.evaluate import Method
@@ -163,7 +164,7 @@ def build_methods(run_dir: str | Path, names: Sequence[str], shots: Sequence[int
         log(f"model: {run_dir} step {loaded} ({exp.model.preset} preset, {exp.model.domain}); layout: "
             f"{layout.episodes} episodes of up to {layout.window} steps in {layout.context_steps}")
         if "icl" in wants:
-            methods["icl"] = Method(_model_policy(model, layout, "icl", greedy))
+            methods["icl"] = Method(_model_policy(model, layout, "icl", greedy, devices))
         if "finetune" in wants:
             from icrl.eval.finetune import FinetunePolicy
 
@@ -175,7 +176,7 @@ def build_methods(run_dir: str | Path, names: Sequence[str], shots: Sequence[int
             if bc_exp.data.mode != "single":
                 raise IcrlError(f"--{label} {bc_run}: trained with data.mode={bc_exp.data.mode!r}, "
                                 "BC baselines are single-trajectory runs (data.mode=single)")
-            methods[label] = Method(_model_policy(bc_model, bc_layout, label, greedy), shots=plays[label])
+            methods[label] = Method(_model_policy(bc_model, bc_layout, label, greedy, devices), shots=plays[label])
     if "hashmap" in wants:
         methods["hashmap"] = Method(HashmapPolicy(), shots=plays["hashmap"])
     if "hashmap-cell" in wants:
@@ -198,8 +199,8 @@ def _load(run_dir: str | Path, step: int | None):
     return model, exp, loaded, load_layout(run_dir, exp)
 
 
-def _model_policy(model, layout, name: str, greedy: bool):
+def _model_policy(model, layout, name: str, greedy: bool, devices: int | None = None):
     from icrl.eval.model_policy import ModelPolicy
     from icrl.model.decoding import Decoder
 
-    return ModelPolicy(Decoder(model), layout, name, greedy=greedy)
+    return ModelPolicy(Decoder(model), layout, name, greedy=greedy, devices=devices)

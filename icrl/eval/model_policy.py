@@ -86,9 +86,13 @@ class ModelPolicy(Policy):
     """
 
     def __init__(self, decoder, layout: ContextLayout, name: str = "icl", *, use_cache: bool = True,
-                 greedy: bool = False, temperature: float = 1.0):
+                 greedy: bool = False, temperature: float = 1.0, devices: int | None = None):
+        """``devices``: local devices the rollout rows are split over (``icrl.eval.devices``; None:
+        all on GPU / TPU, one on CPU). Cached decoding only."""
         self.decoder, self.layout, self.name = decoder, layout, name
         self.use_cache, self.greedy, self.temperature = use_cache, greedy, temperature
+        self.devices = devices
+        self.sharding = None
 
     @property
     def max_rollout_steps(self) -> int:
@@ -128,6 +132,7 @@ class ModelPolicy(Policy):
         self.step_limit = self.max_rollout_steps
         batch = demo_batch(demos, self.layout, spec.domain)
         self.rows = rows
+        self._place()
         self.context = None if batch is None else model_inputs(batch)
         self.context_steps = np.zeros(n, np.int64) if batch is None else batch["lengths"][rows].astype(np.int64)
         capacity = self.layout.tokens(k)
@@ -136,8 +141,23 @@ class ModelPolicy(Policy):
                 self.cache = nnx.merge(self.decoder.graphdef, self.decoder.state).init_cache(n, capacity)
             else:
                 self.cache = self._prefix_cache(batch, rows, capacity)
+            if self.sharding is not None:
+                self.cache, self.legal = self.sharding.rows((self.cache, self.legal))
         else:
             self.history: list[dict] = []  # per step: obs [R, ...], actions [R], rewards [R]
+
+    def _place(self) -> None:
+        """Split the rows over the local devices (``icrl.eval.devices``) when more than one is used:
+        the parameters are replicated once, the cache and each step's inputs split by row."""
+        from icrl.eval.devices import RowSharding, default_devices
+
+        devices = self.devices or default_devices()
+        if not self.use_cache or devices == 1:
+            self.sharding = None
+            return
+        if self.sharding is None or self.sharding.devices != devices:
+            self.sharding = RowSharding(devices)
+            self.decoder.state = self.sharding.replicate(self.decoder.state)
 
     def _prefix_cache(self, batch: dict, rows: np.ndarray, capacity: int):
         """The cache of R rollouts, rollout r starting from level ``rows[r]``'s demos (``batch``:
@@ -169,7 +189,10 @@ class ModelPolicy(Policy):
         episode_start = self.t == 0
         recall = self._recall(obs)
         if self.use_cache:
-            logits, self.cache = self.decoder.observe(self.cache, obs, episode_start, self.t, self.legal, recall)
+            inputs = (obs, episode_start, self.t, recall)
+            if self.sharding is not None:
+                inputs = self.sharding.rows(inputs)
+            logits, self.cache = self.decoder.observe(self.cache, inputs[0], inputs[1], inputs[2], self.legal, inputs[3])
         else:
             logits = self._recompute(obs, recall)
         self._pending_obs, self._pending_recall = obs, recall

@@ -88,6 +88,15 @@ class Checkpointer:
             items["data"] = grain.checkpoint.CheckpointRestore(iterator)
         return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
+    def restore_params(self, step: int, abstract_params: dict) -> dict:
+        """Only the parameters of checkpoint ``step`` (evaluation), shaped and sharded like
+        ``abstract_params`` (``jax.ShapeDtypeStruct`` leaves with shardings): the optimizer state
+        (twice the parameters' size with Adam) is never read into memory."""
+        target = {"params": abstract_params}
+        restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding), target)
+        args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
+        return self.manager.restore(step, args=ocp.args.Composite(state=args))["state"]["params"]
+
     def saved_config(self, step: int) -> dict[str, Any]:
         """The resolved config stored with checkpoint ``step``."""
         return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
