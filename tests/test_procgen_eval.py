@@ -12,7 +12,7 @@ from icrl.collect.run import run_collection
 from icrl.collect.units import PlaySettings, play_attempt
 from icrl.envs import make_env, make_vector_env
 from icrl.eval.evaluate import EvalConfig, Method, evaluate
-from icrl.eval.methods import METHODS, check_methods
+from icrl.eval.methods import METHODS, check_methods, default_methods
 from icrl.eval.policies import ExpertPolicy, HashmapPolicy, RandomPolicy, RetrievePlayPolicy
 from icrl.eval.rollout import run_rows
 from icrl.store.reader import TrajectoryStore
@@ -99,7 +99,9 @@ def test_a_minihack_model_on_a_procgen_task_is_refused_before_any_rollout(procge
         f"icrl eval: error: {run} (run): the model reads nethack observations (model.domain), "
         "procgen:ninja is a procgen task"]
     assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]  # nothing written
-    check_methods({}, METHODS, ["procgen:ninja", "procgen:climber"])  # every other method applies
+    procgen = ["procgen:ninja", "procgen:climber"]
+    check_methods({}, default_methods(procgen), procgen)  # every other default method applies
+    assert set(METHODS) - set(default_methods(procgen)) == {"hashmap-cell"}  # the one that reads the tty cursor
 
 
 @pytest.mark.slow

@@ -38,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=int, default=5, help="rollouts per level and k (default 5)")
     p.add_argument("--sticky", type=float, default=0.2, help="sticky-action probability (default 0.2)")
     p.add_argument("--max-steps", type=int, help="step limit per episode (default: the env's)")
-    p.add_argument("--methods", type=_names, default=list(METHODS), help=f"subset of {','.join(METHODS)}")
+    p.add_argument("--methods", type=_names, default=None,
+                   help=f"subset of {','.join(METHODS)} (default: every one that applies to the tasks' domains)")
     p.add_argument("--bc0", metavar="RUN", help="single-trajectory run (data.mode=single): BC-0 at k=0")
     p.add_argument("--bc1", metavar="RUN", help="single-trajectory run: BC-1 at k=1 (default: --bc0's run)")
     p.add_argument("--finetune-steps", type=int, default=20, help="gradient steps of the fine-tuning baseline")
@@ -77,8 +78,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from icrl.envs.suite import load_suite
     from icrl.errors import IcrlError
     from icrl.eval.evaluate import EvalConfig, plan_levels
-    from icrl.eval.methods import (MODEL_METHODS, check_heldout, check_methods, check_same_layout, method_shots,
-                                   seed_runs)
+    from icrl.eval.methods import (MODEL_METHODS, check_heldout, check_methods, check_same_layout, default_methods,
+                                   method_shots, seed_runs)
     from icrl.eval.outputs import seeds_dir, write_seeds_report
     from icrl.store.reader import TrajectoryStore
 
@@ -114,6 +115,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                      levels=args.levels, episodes=args.episodes, sticky=args.sticky,
                      max_steps=args.max_steps, seed=args.seed, level_batch=args.level_batch)
     tasks = args.tasks or load_suite(args.suite).tasks(args.split)
+    if args.methods is None:
+        args.methods = default_methods(tasks)
     model = set(args.methods) & set(MODEL_METHODS)
     labels = ["run"] if args.seeds is None else [f"seed{i}" for i in range(args.seeds)]
     runs = {**({label: path for label, path in zip(labels, evaluated)} if model else {}),

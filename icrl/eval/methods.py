@@ -28,6 +28,18 @@ METHODS: tuple[str, ...] = ("icl", "hashmap", "hashmap-cell", "rnp", "random", "
 MODEL_METHODS: tuple[str, ...] = ("icl", "finetune")  # the ones that load the evaluated run
 
 
+NETHACK_ONLY: tuple[str, ...] = ("hashmap-cell",)  # methods that read the tty cursor
+
+
+def default_methods(tasks: Sequence[str]) -> list[str]:
+    """The methods ``icrl eval`` plays without ``--methods``: every one in METHODS that applies to
+    all the tasks' domains (``hashmap-cell`` only where every task is NetHack / MiniHack)."""
+    from icrl.envs.registry import domain_of
+
+    nethack = all(domain_of(t) == "nethack" for t in tasks)
+    return [m for m in METHODS if nethack or m not in NETHACK_ONLY]
+
+
 def method_shots(names: Sequence[str], shots: Sequence[int], bc0: object = None,
                  bc1: object = None) -> dict[str, list[int]]:
     """The k values each method plays at, by name (BC-1 defaults to BC-0's run)."""
@@ -100,10 +112,10 @@ def check_methods(runs: Mapping[str, str | Path], names: Sequence[str], tasks: S
             if why:
                 raise IcrlError(f"method 'expert' does not apply to {task} ({domains[task]}): {why}; "
                                 "leave it out of --methods")
-    if "hashmap-cell" in names:
+    for name in set(names) & set(NETHACK_ONLY):
         for task, domain in domains.items():
             if domain != "nethack":
-                raise IcrlError(f"method 'hashmap-cell' does not apply to {task} ({domain}): it matches the tty "
+                raise IcrlError(f"method {name!r} does not apply to {task} ({domain}): it matches the tty "
                                 "cursor's cell; leave it out of --methods")
     for label, run in runs.items():
         exp = run_config(run)
