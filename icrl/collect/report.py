@@ -28,6 +28,7 @@ class CollectReport:
     workers: int = 0
     dead_workers: list[str] = dataclasses.field(default_factory=list)
     interrupted: bool = False
+    unreported: int = 0  # episodes a dead worker stored without reporting them (counted in ``stored``)
 
     @property
     def done(self) -> int:
@@ -79,6 +80,9 @@ class CollectReport:
             lines.append(f"  ... and {len(self.gave_up) - 10} more given up")
         for dead in self.dead_workers:
             lines.append(f"worker died: {dead}")
+        if self.unreported:
+            lines.append(f"{self.unreported:,} of the stored episodes were found in the store: a dead worker had "
+                         "stored them without reporting them (their steps are not in the counts above)")
         if self.interrupted:
             lines.append("interrupted")
         if self.unfinished:

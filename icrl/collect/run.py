@@ -111,6 +111,15 @@ def run_collection(cfg: CollectConfig, *, on_event: Callable[[Event], None] = la
             _run_inline(units, settings, report, on_event, tick)
         elif units:
             run_pool(collections.deque(units), report.workers, settings, report, on_event, tick)
+            if report.dead_workers:
+                # A worker killed after an episode was durable but before its event arrived
+                # stored more than was reported: count from the store (its journal sealed now,
+                # as the next run would), so the report says what is on disk.
+                recover_journals(store_path)
+                with TrajectoryStore(store_path) as store:
+                    _, now = plan_units(store, res.tasks, res.levels, cfg.episodes_per_level)
+                report.unreported = max(0, now - already - report.stored)
+                report.stored += report.unreported
         report.seconds = time.perf_counter() - start
     return report
 
