@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from icrl.data.recall import RecallMode, RecallTable
+from icrl.data.recall import NO_RECALL, RecallMode, RecallTable
 from icrl.envs.actions import PAD_ACTION
 from icrl.errors import IcrlError
 from icrl.store.episode import OBS_SPECS, Episode
@@ -187,7 +187,7 @@ def recall_row(parts: Sequence[Part], row: dict, mode: RecallMode) -> tuple[np.n
     """The recalled action [T] int32 of every step of a row that ``pack_parts`` laid out from
     ``parts`` (part j looks up the parts of its group laid out before it, then joins its group's
     table), and the tables at the end, by group."""
-    out = np.full(len(row["actions"]), RecallTable.NO_RECALL, np.int32)
+    out = np.full(len(row["actions"]), NO_RECALL, np.int32)
     tables: dict[int, RecallTable] = {}
     at = 0
     for p in parts:
@@ -225,7 +225,5 @@ def demo_recall(demos: Sequence[Episode], layout: ContextLayout, domain: str) ->
     if layout.recall == "none":
         return None
     parts = demo_parts(demos, layout)
-    if not parts:
-        return RecallTable(layout.recall)
     row = pack_parts(parts, domain, layout.demo_steps(len(demos)))
     return recall_row(parts, row, layout.recall)[1].get(0, RecallTable(layout.recall))

@@ -59,8 +59,6 @@ def recall_keys(obs: Mapping[str, np.ndarray], mode: RecallMode) -> list:
 class RecallTable:
     """Key -> the action of the key's last occurrence among the steps added so far."""
 
-    NO_RECALL = NO_RECALL
-
     def __init__(self, mode: RecallMode):
         if mode not in ("cell", "screen"):
             raise ValueError(f"no recall table for mode {mode!r}; modes with keys: cell, screen")
@@ -81,6 +79,6 @@ class RecallTable:
         """Recalled actions [n] int32 of keys [n]: the stored action, or NO_RECALL."""
         return np.array([self.table.get(k, NO_RECALL) for k in keys], np.int32).reshape(len(keys))
 
-    def get(self, key):
-        """The stored action of one key, or None."""
-        return self.table.get(key)
+    def get(self, key, default=None):
+        """The stored action of one key, or ``default``."""
+        return self.table.get(key, default)

@@ -36,6 +36,7 @@ import numpy as np
 from flax import nnx
 
 from icrl.data.layout import ContextLayout, demo_recall, demo_row
+from icrl.data.recall import NO_RECALL
 from icrl.envs.actions import PAD_ACTION
 from icrl.errors import IcrlError
 from icrl.eval.policies import Policy, check_batch, check_model_domain
@@ -182,7 +183,7 @@ class ModelPolicy(Policy):
             return None
         spec = OBS_SPECS[self.domain]
         keys = self.recall_tables[0].keys({k: np.asarray(v, spec[k][1]) for k, v in obs.items()})
-        return np.array([self.recall_tables[self.rows[i]].lookup([key])[0] for i, key in enumerate(keys)], np.int32)
+        return np.array([self.recall_tables[self.rows[i]].get(key, NO_RECALL) for i, key in enumerate(keys)], np.int32)
 
     def act(self, obs, live):
         obs = {k: obs[k] for k in self.obs_keys}
