@@ -44,6 +44,14 @@ def matmul_peak(n: int, iters: int) -> float:
     return 2 * n**3 / best_seconds(lambda: f(a), iters)
 
 
+def model_override(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` → (key, value); argparse reports anything else as a bad argument."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="1M")
@@ -53,13 +61,14 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--peak-n", type=int, default=1024)
     p.add_argument("--scan-unroll", type=int, default=1, help="model.scan_unroll")
-    p.add_argument("--model", nargs="*", default=[], help="model config overrides key=value (strings)")
+    p.add_argument("--model", nargs="*", default=[], type=model_override, metavar="KEY=VALUE",
+                   help="model config overrides, e.g. tty_view=crop (validated by ModelConfig)")
     p.add_argument("--parts", action="store_true", help="also time encoder and transformer alone")
     args = p.parse_args()
 
     peak = matmul_peak(args.peak_n, args.iters)
     print(f"backend {jax.default_backend()}: matmul peak ({args.peak_n}² float32) {peak / 1e9:.1f} GFLOP/s")
-    config = preset(args.preset, max_tokens=args.context, scan_unroll=args.scan_unroll, **dict(kv.split("=", 1) for kv in args.model))
+    config = preset(args.preset, max_tokens=args.context, scan_unroll=args.scan_unroll, **dict(args.model))
     train = TrainConfig(grad_accum=args.grad_accum)
     template = ModelTemplate(config)
     tx = make_optimizer(train)
@@ -116,4 +125,9 @@ def parts(config, data, steps, tokens, per_token, peak, iters) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from icrl.errors import IcrlError
+
+    try:
+        main()
+    except IcrlError as err:  # a bad --preset or --model value: one line, no traceback
+        raise SystemExit(f"train_step_flops.py: {err}") from None
