@@ -383,8 +383,12 @@ def test_crop_view_encodes_a_place_alike_whatever_the_rest_of_the_screen(view):
     assert not bool(jnp.allclose(a, c, atol=1e-6))
 
 
-def test_flops_per_token_of_the_crop_view_match_xla_cost_analysis():
-    config = tiny(tty_view="crop", num_layers=1)  # one layer: see the test above
+# The patch map's matmuls are so small that the elementwise ops XLA also counts (GELU: 8 FLOPs an
+# element, which flops_per_token leaves out) are 20% of the tiny model's total: d_model 128 there.
+@pytest.mark.parametrize(
+    "overrides", [{"tty_view": "crop"}, {"map_downsample": "patch", "d_model": 128, "num_heads": 4}])
+def test_flops_per_token_of_the_crop_view_and_patch_map_match_xla_cost_analysis(overrides):
+    config = tiny(num_layers=1, **overrides)  # one layer: see the test above
     model = ICRLModel(config, rngs=rngs())
     batch = random_batch("nethack", B, T)
     graphdef, state = nnx.split(model)
@@ -395,3 +399,37 @@ def test_flops_per_token_of_the_crop_view_match_xla_cost_analysis():
     xla = analysis["flops"] / (B * T * config.tokens_per_step)
     ours = flops_per_token(config, context=T * config.tokens_per_step)["total"]
     assert abs(xla / ours - 1) < 0.15, (xla, ours)
+
+
+def test_merge_patches_moves_each_2x2_block_into_channels_and_zero_pads_odd_edges():
+    from icrl.model.tty_encoder import merge_patches
+
+    x = np.arange(2 * 5 * 7 * 3, dtype=np.float32).reshape(2, 5, 7, 3) + 1
+    out = np.asarray(merge_patches(jnp.asarray(x)))
+    assert out.shape == (2, 3, 4, 12)
+    padded = np.zeros((2, 6, 8, 3), np.float32)
+    padded[:, :5, :7] = x
+    for a in range(2):
+        for b in range(2):
+            block = out[..., (2 * a + b) * 3 : (2 * a + b + 1) * 3]
+            np.testing.assert_array_equal(block, padded[:, a::2, b::2])
+    assert not out[:, 2, :, 6:].any() and not out[:, :, 3, 3:6].any()  # the padded last row and column
+
+
+def test_patch_map_branch_gets_gradients_and_sees_the_far_map():
+    """map_downsample: patch trains every parameter, and a change of the map far from the agent changes
+    the encoding (the map branch reads it)."""
+    from icrl.model.tty_encoder import TtyEncoder
+
+    model = ICRLModel(tiny(map_downsample="patch"), rngs=rngs())
+    _, grads = loss_and_grads(model, random_batch("nethack", B, T))
+    assert not _dead_parameters(grads)
+    assert any("map_merges" in ".".join(map(str, path)) for path, _ in nnx.to_flat_state(grads))
+    encoder = TtyEncoder(preset("1M", map_downsample="patch"), rngs=nnx.Rngs(0))
+    chars = np.random.default_rng(0).integers(32, 127, (1, 24, 80), dtype=np.uint8)
+    other = chars.copy()
+    other[0, 15:20, 60:80] = ord("#")
+    colors, cursor = jnp.zeros((1, 24, 80), jnp.uint8), jnp.array([[5, 10]], jnp.int32)
+    a = encoder({"tty_chars": jnp.asarray(chars), "tty_colors": colors, "tty_cursor": cursor})
+    b = encoder({"tty_chars": jnp.asarray(other), "tty_colors": colors, "tty_cursor": cursor})
+    assert not bool(jnp.allclose(a, b, atol=1e-6))

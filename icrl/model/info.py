@@ -50,7 +50,7 @@ def encoder_flops(config: ModelConfig) -> int:
         h, w, c_in = MAP_ROWS[1] - MAP_ROWS[0], COLS, e
         for _ in range(MAP_CONVS):
             h, w = -(-h // 2), -(-w // 2)
-            flops += _conv_flops(h, w, c_in, cm)
+            flops += _conv_flops(h, w, c_in, cm, k=3 if config.map_downsample == "conv" else 2)
             c_in = cm
         flops += 2 * h * w * cm * f + 2 * 3 * COLS * d.char_dim * f
         return flops + 2 * 4 * f * d.tty_hidden + 2 * d.tty_hidden * d.d_model

@@ -4,7 +4,10 @@ The 24×80 terminal is read in four parts, each by its own branch, then fused by
 
 - crop: ``crop_size``×``crop_size`` cells of the map centred on the cursor (the agent), through
   two 3×3 convolutions — the fine local view that navigation depends on;
-- map: rows 1-21, through three stride-2 convolutions (21×80 → 3×10) — a coarse global view;
+- map: rows 1-21, halved three times (21×80 → 3×10) — a coarse global view — by 3×3 stride-2
+  convolutions or (``map_downsample: patch``) by merging each 2×2 block of cells into one with a
+  dense layer, which is all matmuls: on CPU, where convolutions of 8-12 channels run far below the
+  matmul rate, the branch's forward + backward takes about a quarter of the convolutions' time;
 - message: row 0, character embeddings flattened — what the game just said;
 - status: rows 22-23, character embeddings flattened — the bottom-line stats;
 With ``tty_view: crop`` only the crop branch is built and fused: the encoding of a step then
@@ -30,13 +33,25 @@ from icrl.model.layers import conv, dense, embed
 
 ROWS, COLS = 24, 80
 MAP_ROWS = (1, 22)  # rows [1, 22) of the tty are the map; 0 is the message, 22-23 the status
-MAP_CONVS = 3  # stride-2 convolutions over the map: 21×80 → 11×40 → 6×20 → 3×10
+MAP_CONVS = 3  # halvings of the map: 21×80 → 11×40 → 6×20 → 3×10
 
 
 def _ceil_halvings(n: int, times: int) -> int:
     for _ in range(times):
         n = -(-n // 2)
     return n
+
+
+def merge_patches(x: jax.Array) -> jax.Array:
+    """[N, H, W, C] → [N, ⌈H/2⌉, ⌈W/2⌉, 4·C]: each 2×2 block of cells as one cell (space-to-depth).
+
+    An odd last row or column is padded with zeros, so the output has the shape a 'SAME' stride-2
+    convolution gives.
+    """
+    n, h, w, c = x.shape
+    x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
+    h, w = x.shape[1] // 2, x.shape[2] // 2
+    return x.reshape(n, h, 2, w, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, h, w, 4 * c)
 
 
 def crop_around(grid: jax.Array, rows: jax.Array, cols: jax.Array, size: int) -> jax.Array:
@@ -94,7 +109,14 @@ class TtyEncoder(nnx.Module):
         self.crop_out = dense(config.crop_size**2 * cc, f, ("enc_in", "enc_hidden"), use_bias=True, **kw)
         self.full_view = config.tty_view == "full"
         if self.full_view:
-            self.map_convs = nnx.List([conv(cd + kd if i == 0 else cm, cm, stride=2, **kw) for i in range(MAP_CONVS)])
+            self.map_patches = config.map_downsample == "patch"
+            if self.map_patches:
+                self.map_merges = nnx.List(
+                    [dense(4 * (cd + kd if i == 0 else cm), cm, ("conv_in", "conv_out"), use_bias=True, **kw)
+                     for i in range(MAP_CONVS)])
+            else:
+                self.map_convs = nnx.List(
+                    [conv(cd + kd if i == 0 else cm, cm, stride=2, **kw) for i in range(MAP_CONVS)])
             map_cells = _ceil_halvings(MAP_ROWS[1] - MAP_ROWS[0], MAP_CONVS) * _ceil_halvings(COLS, MAP_CONVS)
             self.map_out = dense(map_cells * cm, f, ("enc_in", "enc_hidden"), use_bias=True, **kw)
             self.message_out = dense(COLS * cd, f, ("enc_in", "enc_hidden"), use_bias=True, **kw)
@@ -140,8 +162,12 @@ class TtyEncoder(nnx.Module):
         """The whole map, the message row and the status rows → three [N, tty_features] branches."""
         n = chars.shape[0]
         x = self._cells(map_chars, map_colors)
-        for c in self.map_convs:
-            x = nnx.gelu(c(x))
+        if self.map_patches:
+            for merge in self.map_merges:
+                x = nnx.gelu(merge(merge_patches(x)))
+        else:
+            for c in self.map_convs:
+                x = nnx.gelu(c(x))
         whole_map = nnx.gelu(self.map_out(x.reshape(n, -1)))
 
         message = nnx.gelu(self.message_out(self.chars(chars[:, 0].astype(jnp.int32)).reshape(n, -1)))
