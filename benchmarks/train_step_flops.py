@@ -8,6 +8,7 @@ where the step's time goes.
 
     .venv/bin/python benchmarks/train_step_flops.py                 # 1M, batch 2×256 tokens
     .venv/bin/python benchmarks/train_step_flops.py --parts --batch 4 --context 512
+    .venv/bin/python benchmarks/train_step_flops.py --versus attention=xla    # A/B, interleaved
 """
 
 from __future__ import annotations
@@ -44,6 +45,22 @@ def matmul_peak(n: int, iters: int) -> float:
     return 2 * n**3 / best_seconds(lambda: f(a), iters)
 
 
+def train_step(config, grad_accum: int, data: dict):
+    """A jitted, donating training step of a fresh model of ``config`` on ``data`` → one() → loss."""
+    train = TrainConfig(grad_accum=grad_accum)
+    template = ModelTemplate(config)
+    tx = make_optimizer(train)
+    state = jax.jit(lambda s: init_state(template, tx, s))(np.int32(0))
+    step = jax.jit(make_train_step(template, tx, learning_rate(train), grad_accum=grad_accum), donate_argnums=0)
+    holder = {"state": state}
+
+    def one():
+        holder["state"], metrics = step(holder["state"], data)
+        return metrics["loss"]
+
+    return one
+
+
 def model_override(text: str) -> tuple[str, str]:
     """``KEY=VALUE`` → (key, value); argparse reports anything else as a bad argument."""
     key, sep, value = text.partition("=")
@@ -63,35 +80,44 @@ def main() -> None:
     p.add_argument("--scan-unroll", type=int, default=1, help="model.scan_unroll")
     p.add_argument("--model", nargs="*", default=[], type=model_override, metavar="KEY=VALUE",
                    help="model config overrides, e.g. tty_view=crop (validated by ModelConfig)")
+    p.add_argument("--versus", nargs="*", default=[], type=model_override, metavar="KEY=VALUE",
+                   help="also time a second model, with these overrides on top of --model, interleaved with the first")
     p.add_argument("--parts", action="store_true", help="also time encoder and transformer alone")
     args = p.parse_args()
 
     peak = matmul_peak(args.peak_n, args.iters)
     print(f"backend {jax.default_backend()}: matmul peak ({args.peak_n}² float32) {peak / 1e9:.1f} GFLOP/s")
     config = preset(args.preset, max_tokens=args.context, scan_unroll=args.scan_unroll, **dict(args.model))
-    train = TrainConfig(grad_accum=args.grad_accum)
-    template = ModelTemplate(config)
-    tx = make_optimizer(train)
-    state = jax.jit(lambda s: init_state(template, tx, s))(np.int32(0))
+    configs = {"": config}
+    if args.versus:
+        configs["versus " + " ".join(f"{k}={v}" for k, v in args.versus)] = preset(
+            args.preset, max_tokens=args.context, scan_unroll=args.scan_unroll, **{**dict(args.model), **dict(args.versus)})
     steps = args.context // config.tokens_per_step
     data = example_batch(config.domain, args.batch, steps, episodes=4)
     data["loss_mask"] = np.ones((args.batch, steps), bool)
     data = jax.device_put(data)
-    step = jax.jit(make_train_step(template, tx, learning_rate(train), grad_accum=args.grad_accum),
-                   donate_argnums=0)
-    holder = {"state": state}
-
-    def one():
-        holder["state"], metrics = step(holder["state"], data)
-        return metrics["loss"]
-
-    sec = best_seconds(one, args.iters)
+    runs = {name: train_step(c, args.grad_accum, data) for name, c in configs.items()}
+    # Interleaved (A, B, A, B, ...), best of each: this machine's speed drifts within minutes, so a
+    # ratio of two separate runs would measure the drift as well.
+    for one in runs.values():
+        jax.block_until_ready(one())
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(args.iters):
+        for name, one in runs.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(one())
+            best[name] = min(best[name], time.perf_counter() - t0)
     tokens = args.batch * steps * config.tokens_per_step
+    for name, c in configs.items():
+        sec = best[name]
+        flops = 3 * flops_per_token(c, context=args.context)["total"] * tokens / sec
+        print(f"train {args.preset} {c.domain} ({c.compute_dtype}){' ' + name if name else ''}, batch {args.batch}×"
+              f"{args.context} tokens, grad_accum {args.grad_accum}, scan_unroll {args.scan_unroll}: {sec * 1e3:.1f} "
+              f"ms/step, {tokens / sec:,.0f} tokens/s, {flops / 1e9:.2f} GFLOP/s = {flops / peak:.3f} of the matmul peak")
+    if args.versus:
+        (name, sec), = ((n, t) for n, t in best.items() if n)
+        print(f"{name}: {sec / best[''] :.3f}x the time of a step")
     per_token = flops_per_token(config, context=args.context)
-    flops = 3 * per_token["total"] * tokens / sec
-    print(f"train {args.preset} {config.domain} ({config.compute_dtype}), batch {args.batch}×{args.context} tokens, "
-          f"grad_accum {args.grad_accum}, scan_unroll {args.scan_unroll}: {sec * 1e3:.1f} ms/step, {tokens / sec:,.0f} tokens/s, "
-          f"{flops / 1e9:.2f} GFLOP/s = {flops / peak:.3f} of the matmul peak")
     if args.parts:
         parts(config, data, steps, tokens, per_token, peak, args.iters)
 

@@ -1,6 +1,7 @@
 """The decoding fast path: cache attention, shared-prefix caches, and the policy that uses them.
 
-``cached_attention`` must equal ``jax.nn.dot_product_attention``; ``shared_prefix_attention`` must
+``causal_attention`` (training and prefill, in blocks of queries) and ``cached_attention`` must
+equal ``jax.nn.dot_product_attention``; ``shared_prefix_attention`` must
 equal attention over each row's whole cache; decoding from ``share_prefix`` must give the logits
 of a full forward pass over each row's sequence; the model policy must take the same actions
 whichever cache layout its rows get.
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from icrl.model.attention import cached_attention, shared_prefix_attention
+from icrl.model.attention import causal_attention, cached_attention, shared_prefix_attention
 from icrl.model.cache import SharedPrefix, rewind, share_prefix, take_rows, tile
 from icrl.model.config import preset
 from icrl.model.decoding import Decoder
@@ -31,6 +32,31 @@ def tiny_model(**overrides) -> ICRLModel:
 
 def normal(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> jax.Array:
     return jnp.asarray(rng.standard_normal(shape).astype(np.float32) * scale)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("block", [4, 7, 64])  # blocks that split L = 19 evenly, unevenly, not at all
+def test_causal_attention_in_query_blocks_equals_dot_product_attention(masked, block):
+    rng = np.random.default_rng(2)
+    b, length, h, dh = 3, 19, 2, 4
+    q, k, v = (normal(rng, b, length, h, dh, scale=3.0) for _ in range(3))
+    segment = jnp.asarray(rng.integers(0, 3, (b, length)).cumsum(-1) // 4)  # packed rows: runs of one segment
+    mask = (segment[:, None, :, None] == segment[:, None, None, :]) if masked else None
+
+    def ours(q, k, v):
+        return causal_attention(q, k, v, mask, block=block)
+
+    def want(q, k, v):
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation="xla")
+
+    np.testing.assert_allclose(ours(q, k, v), want(q, k, v), atol=1e-5, rtol=1e-5)
+    cotangent = normal(rng, b, length, h, dh)
+    grads = [jax.vjp(f, q, k, v)[1](cotangent) for f in (ours, want)]
+    for g_ours, g_want in zip(*grads, strict=True):
+        np.testing.assert_allclose(g_ours, g_want, atol=1e-4, rtol=1e-4)
+    # A key after its query never counts, whatever it holds.
+    later = causal_attention(q, k.at[:, -1].set(1e3), v.at[:, -1].set(1e3), mask, block=block)
+    np.testing.assert_allclose(later[:, :-1], ours(q, k, v)[:, :-1], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("scale", [1.0, 30.0])  # 30: sharp softmaxes, scores far from 0

@@ -96,11 +96,12 @@ def test_dtype_auto_is_float32_on_cpu_and_bfloat16_tracks_float32():
 
 
 def test_attention_kernel_choice():
-    """auto: XLA off a GPU, or where cuDNN's documented limits exclude the shapes; cudnn off a GPU:
-    one clear error when the model is built."""
+    """auto: query blocks off a GPU, or where cuDNN's documented limits exclude the shapes; cudnn off a
+    GPU: one clear error when the model is built."""
     for dtype in (jnp.float32, jnp.bfloat16):
-        assert attention_implementation("auto", dtype, (2, 64, 4, 32), True) == "xla"
+        assert attention_implementation("auto", dtype, (2, 64, 4, 32), True) == "blocks"
     assert attention_implementation("xla", jnp.bfloat16, (2, 64, 4, 32), False) == "xla"
+    assert attention_implementation("blocks", jnp.bfloat16, (2, 64, 4, 32), False) == "blocks"
     with pytest.raises(IcrlError, match="model.attention=cudnn needs a GPU"):
         ICRLModel(tiny(attention="cudnn", dtype="bfloat16"), rngs=rngs())
 

@@ -11,7 +11,8 @@ Design choices:
   trains MiniHack and Procgen models separately); presets land within ±15% of the study's counts
   in both domains (``icrl model info PRESET --domain ...``);
 - positions: RoPE by default, learned as an option (measurement in ``icrl.model.positions``);
-- attention: ``jax.nn.dot_product_attention``, cuDNN flash attention on GPU in bfloat16;
+- attention: cuDNN flash attention on GPU in bfloat16, else XLA ops in blocks of queries
+  (``icrl.model.attention.causal_attention``);
 - parameters carry logical axis names (``icrl.model.axes``) for the training issue's rule table.
 """
 

@@ -102,9 +102,11 @@ class ModelConfig(ConfigBase):
     tty_hidden: int | None = Field(None, ge=1, description="hidden width fusing tty branches (None: the preset's)")
     impala_channels: tuple[int, int, int] | None = Field(None, description="IMPALA stack channels (None: the preset's)")
     rgb_hidden: int | None = Field(None, ge=1, description="hidden width after the IMPALA CNN (None: the preset's)")
-    attention: Literal["auto", "xla", "cudnn"] = Field(
+    attention: Literal["auto", "blocks", "xla", "cudnn"] = Field(
         "auto", description="attention kernel: auto = cuDNN flash attention where it compiles (GPU, 16-bit compute), "
-        "else XLA; cudnn = cuDNN or an error")
+        "else blocks; blocks = XLA ops in blocks of 128 queries, each reading only the keys up to its end "
+        "(icrl.model.attention.causal_attention); xla = jax.nn.dot_product_attention's XLA version (2.4x slower "
+        "on CPU); cudnn = cuDNN or an error")
     scan_unroll: int = Field(
         1, ge=1, description="layers per iteration of the scan over blocks: 1 keeps compile time flat in depth; "
         "num_layers unrolls fully (the speed of a Python loop on CPU, whose scan costs ~1.5x the blocks' time at "
