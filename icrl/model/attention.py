@@ -163,8 +163,9 @@ class Attention(nnx.Module):
 
 
 # Queries per block of ``causal_attention``. On the 2-core CPU, fwd+bwd of one layer of the
-# quickstart's attention (16 rows × 512 tokens, 4 heads of 32, segment mask): 164 ms in blocks of
-# 128, 200 ms in blocks of 256, 259 ms in one block, 388 ms through jax.nn.dot_product_attention.
+# quickstart's attention (benchmarks/attention_blocks.py: 16 rows × 512 tokens, 4 heads of 32,
+# segment mask) took 0.48x the time of jax.nn.dot_product_attention's XLA version in blocks of 128,
+# 0.47-0.55x in blocks of 32-256, 0.77x in one block (docs/benchmarks.md).
 QUERY_BLOCK = 128
 
 

@@ -105,8 +105,8 @@ class ModelConfig(ConfigBase):
     attention: Literal["auto", "blocks", "xla", "cudnn"] = Field(
         "auto", description="attention kernel: auto = cuDNN flash attention where it compiles (GPU, 16-bit compute), "
         "else blocks; blocks = XLA ops in blocks of 128 queries, each reading only the keys up to its end "
-        "(icrl.model.attention.causal_attention); xla = jax.nn.dot_product_attention's XLA version (2.4x slower "
-        "on CPU); cudnn = cuDNN or an error")
+        "(icrl.model.attention.causal_attention); xla = jax.nn.dot_product_attention's XLA version (about 2x the "
+        "time on CPU: benchmarks/attention_blocks.py); cudnn = cuDNN or an error")
     scan_unroll: int = Field(
         1, ge=1, description="layers per iteration of the scan over blocks: 1 keeps compile time flat in depth; "
         "num_layers unrolls fully (the speed of a Python loop on CPU, whose scan costs ~1.5x the blocks' time at "
