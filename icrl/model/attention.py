@@ -6,8 +6,8 @@ Two entry points share the projections:
   bfloat16/float16 compute dtype through cuDNN's fused flash-attention kernel
   (``jax.nn.dot_product_attention``) where a probe compile at the call's shapes succeeds
   (``attention_implementation``), else XLA ops in blocks of queries (``causal_attention``; or
-  ``model.attention: xla``, jax's own XLA version); a packed
-  row's segment mask goes to either (cuDNN takes it as an additive bias);
+  ``model.attention: xla``, jax's own XLA version); a packed row's segment mask goes to either
+  (cuDNN takes it as an additive bias);
 - ``decode``: one new token per row against a layer's KV cache, where row b holds ``lengths[b]``
   valid entries; the new key/value is written at index ``lengths[b]``, then ``cached_attention``
   reads the cache once (``shared_prefix_attention`` where groups of rows store a common prefix
@@ -39,9 +39,10 @@ def attention_implementation(choice: str, dtype: jnp.dtype, q_shape: tuple[int, 
     "auto" takes cuDNN flash attention when the backend is a GPU, the compute dtype is 16-bit, the
     head size is a multiple of 8 up to 128 (cuDNN's documented limits on every GPU it supports),
     and a probe compile of the kernel at these shapes, forward and backward, succeeds
-    (``_cudnn_compiles``); else "blocks" (``causal_attention``). cuDNN turns shapes down both while tracing and while XLA
-    compiles (the cuDNN graph is built then), so catching errors around the traced call — as this
-    once did — misses the second kind, and a failed compile would end the run; the probe sees both.
+    (``_cudnn_compiles``); else "blocks" (``causal_attention``). cuDNN turns shapes down both while
+    tracing and while XLA compiles (the cuDNN graph is built then), so catching errors around the
+    traced call — as this once did — misses the second kind, and a failed compile would end the
+    run; the probe sees both.
     "cudnn" insists (an error where it does not apply, rather than a silent fallback).
     q_shape: [B, L, H, Dh] of the queries; masked: a [B, 1, L, L] mask goes with them.
     """
