@@ -11,12 +11,12 @@ the machine's drift hits them alike; prints ms per call and each one's ratio to 
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
 
 from icrl.model.attention import causal_attention
+from icrl.train.bench import best_interleaved
 
 
 def main() -> None:
@@ -44,14 +44,7 @@ def main() -> None:
         variants[f"causal_attention, blocks of {block}"] = lambda q, k, v, b=block: causal_attention(q, k, v, mask, b)
     grads = {name: jax.jit(jax.grad(lambda q, k, v, f=f: jnp.sum(f(q, k, v) ** 2), argnums=(0, 1, 2)))
              for name, f in variants.items()}
-    for g in grads.values():
-        jax.block_until_ready(g(q, k, v))
-    best = dict.fromkeys(grads, float("inf"))
-    for _ in range(args.iters):
-        for name, g in grads.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(g(q, k, v))
-            best[name] = min(best[name], time.perf_counter() - t0)
+    best = best_interleaved({name: lambda g=g: g(q, k, v) for name, g in grads.items()}, args.iters)
     base = best["jax.nn.dot_product_attention (xla)"]
     print(f"causal attention fwd+bwd, {args.rows}×{args.tokens} tokens, {args.heads} heads × {args.head_dim}, "
           f"{args.segments} segments a row, {jax.default_backend()}, best of {args.iters}:")

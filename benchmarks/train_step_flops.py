@@ -24,6 +24,7 @@ from flax import nnx
 from icrl.model.config import preset
 from icrl.model.example import example_batch
 from icrl.model.info import flops_per_token
+from icrl.train.bench import best_interleaved
 from icrl.train.config import TrainConfig
 from icrl.train.state import ModelTemplate, init_state, learning_rate, make_optimizer
 from icrl.train.step import make_train_step
@@ -97,16 +98,7 @@ def main() -> None:
     data["loss_mask"] = np.ones((args.batch, steps), bool)
     data = jax.device_put(data)
     runs = {name: train_step(c, args.grad_accum, data) for name, c in configs.items()}
-    # Interleaved (A, B, A, B, ...), best of each: this machine's speed drifts within minutes, so a
-    # ratio of two separate runs would measure the drift as well.
-    for one in runs.values():
-        jax.block_until_ready(one())
-    best = dict.fromkeys(runs, float("inf"))
-    for _ in range(args.iters):
-        for name, one in runs.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(one())
-            best[name] = min(best[name], time.perf_counter() - t0)
+    best = best_interleaved(runs, args.iters)  # a ratio of two separate runs would include the machine's drift
     tokens = args.batch * steps * config.tokens_per_step
     for name, c in configs.items():
         sec = best[name]

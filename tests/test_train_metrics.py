@@ -115,3 +115,27 @@ def test_training_logs_real_tokens_and_writes_the_profile(tmp_path):
     traces = list((run / "profile").glob("plugins/profile/*/*.xplane.pb"))
     assert len(traces) == 1 and traces[0].stat().st_size > 0
     json.dumps(records)  # every record is plain JSON
+
+
+def test_best_interleaved_runs_every_call_in_turn_and_keeps_each_ones_best(monkeypatch):
+    """A fake clock: call b takes 0 (untimed round), then 3, 1, 2 seconds; a takes 5 each time."""
+    from icrl.train import bench
+
+    clock = [0.0]
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+    order: list[str] = []
+    b_seconds = iter([0.0, 3.0, 1.0, 2.0])
+
+    def a():
+        order.append("a")
+        clock[0] += 5.0
+        return 0
+
+    def b():
+        order.append("b")
+        clock[0] += next(b_seconds)
+        return 0
+
+    best = bench.best_interleaved({"a": a, "b": b}, iters=3)
+    assert order == ["a", "b"] * 4
+    assert best == {"a": 5.0, "b": 1.0}

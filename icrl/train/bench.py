@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any
+from typing import Any, Callable
 
 from icrl.data.sequences import SequenceConfig
 from icrl.model.config import ModelConfig
@@ -78,6 +78,23 @@ def make_train_step(model_cfg: ModelConfig, rows: int, devices: list | None = No
                    in_shardings=(shardings, batch_sh), out_shardings=(shardings, replicated(mesh)),
                    donate_argnums=0)
     return TrainStep(state, step, batch_sh, rows)
+
+
+def best_interleaved(calls: dict[str, Callable[[], Any]], iters: int) -> dict[str, float]:
+    """Best seconds of each call over ``iters`` rounds that run every call once in turn (A, B, A,
+    B, ...), after one untimed round (compilation, warm-up). A machine whose speed drifts within
+    minutes (this project's CPU) then slows every call alike, and their ratio holds."""
+    import jax
+
+    for call in calls.values():
+        jax.block_until_ready(call())
+    best = dict.fromkeys(calls, float("inf"))
+    for _ in range(iters):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            jax.block_until_ready(call())
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 def time_steps(train: TrainStep, batches: list[dict], steps: int) -> float:
