@@ -385,12 +385,13 @@ def test_crop_view_encodes_a_place_alike_whatever_the_rest_of_the_screen(view):
 
 # The patch map's matmuls are so small that the elementwise ops XLA also counts (GELU: 8 FLOPs an
 # element, which flops_per_token leaves out) are 20% of the tiny model's total: d_model 128 there.
-@pytest.mark.parametrize(
-    "overrides", [{"tty_view": "crop"}, {"map_downsample": "patch", "d_model": 128, "num_heads": 4}])
-def test_flops_per_token_of_the_crop_view_and_patch_map_match_xla_cost_analysis(overrides):
+@pytest.mark.parametrize("overrides", [
+    {"tty_view": "crop"}, {"map_downsample": "patch", "d_model": 128, "num_heads": 4},
+    {"domain": "procgen", "rgb_downsample": "patch", "impala_channels": (32, 64, 64), "d_model": 128, "num_heads": 4}])
+def test_flops_per_token_of_the_crop_view_and_patch_encoders_match_xla_cost_analysis(overrides):
     config = tiny(num_layers=1, **overrides)  # one layer: see the test above
     model = ICRLModel(config, rngs=rngs())
-    batch = random_batch("nethack", B, T)
+    batch = random_batch(config.domain, B, T)
     graphdef, state = nnx.split(model)
     from icrl.model.decoding import forward
 
@@ -402,7 +403,7 @@ def test_flops_per_token_of_the_crop_view_and_patch_map_match_xla_cost_analysis(
 
 
 def test_merge_patches_moves_each_2x2_block_into_channels_and_zero_pads_odd_edges():
-    from icrl.model.tty_encoder import merge_patches
+    from icrl.model.layers import merge_patches
 
     x = np.arange(2 * 5 * 7 * 3, dtype=np.float32).reshape(2, 5, 7, 3) + 1
     out = np.asarray(merge_patches(jnp.asarray(x)))
@@ -433,3 +434,25 @@ def test_patch_map_branch_gets_gradients_and_sees_the_far_map():
     a = encoder({"tty_chars": jnp.asarray(chars), "tty_colors": colors, "tty_cursor": cursor})
     b = encoder({"tty_chars": jnp.asarray(other), "tty_colors": colors, "tty_cursor": cursor})
     assert not bool(jnp.allclose(a, b, atol=1e-6))
+
+
+def test_patch_rgb_encoder_gets_gradients_and_sees_every_corner_of_the_frame():
+    """rgb_downsample: patch trains every parameter, its encoding has the model's width, and a change
+    of any one 4x4-pixel patch, corners included, changes the encoding."""
+    from icrl.model.rgb_encoder import RgbEncoder
+
+    model = ICRLModel(tiny(domain="procgen", rgb_downsample="patch"), rngs=rngs())
+    _, grads = loss_and_grads(model, random_batch("procgen", B, T))
+    assert not _dead_parameters(grads)
+    assert any("merges" in ".".join(map(str, path)) for path, _ in nnx.to_flat_state(grads))
+    config = preset("1M", domain="procgen", rgb_downsample="patch")
+    encoder = RgbEncoder(config, rngs=nnx.Rngs(0))
+    frame = np.random.default_rng(0).integers(0, 256, (2, 3, 64, 64, 3), dtype=np.uint8)
+    base = encoder({"rgb": jnp.asarray(frame)})
+    assert base.shape == (2, 3, config.dims().d_model)
+    for row, col in [(0, 0), (0, 60), (60, 0), (60, 60), (28, 32)]:
+        other = frame.copy()
+        other[1, 2, row:row + 4, col:col + 4] = 255 - other[1, 2, row:row + 4, col:col + 4]
+        out = np.asarray(encoder({"rgb": jnp.asarray(other)}))
+        np.testing.assert_array_equal(out[:1], np.asarray(base)[:1])  # other frames' encodings stay
+        assert not np.allclose(out[1, 2], np.asarray(base)[1, 2], atol=1e-6), (row, col)

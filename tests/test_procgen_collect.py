@@ -46,3 +46,23 @@ def test_a_collected_procgen_store_round_trips_and_verifies(tmp_path: Path, caps
     # Run again: every episode is there, nothing is played.
     assert main(argv) == 0
     assert "0 to play" in capsys.readouterr().out
+
+
+def test_the_procgen_quickstart_recipes_and_experiment_fit_together() -> None:
+    """`make quickstart-procgen`: the 12 train games and the 4 held-out ones on disjoint level seeds,
+    and the experiment trains on the train recipe's store, with the demos as its diagnostic."""
+    from icrl.collect.config import CollectConfig, resolve
+    from icrl.config import load_config
+    from icrl.train.config import load_experiment
+
+    train = load_config(CollectConfig, REPO / "datasets" / "quickstart-procgen-train.yaml")
+    demos = load_config(CollectConfig, REPO / "datasets" / "quickstart-procgen-demos.yaml")
+    rt, rd = resolve(train), resolve(demos)
+    assert len(rt.tasks) == 12 and set(rd.tasks) == {"procgen:climber", "procgen:ninja", "procgen:plunder",
+                                                      "procgen:jumper"}
+    assert set(rt.levels).isdisjoint(rd.levels) and train.episodes_per_level >= 2 and train.keep_failed
+    exp = load_experiment(REPO / "experiments" / "quickstart-procgen.yaml")
+    assert exp.model.domain == "procgen" and [s.path for s in exp.data.sources] == [train.out]
+    assert exp.diagnostic.demos == demos.out
+    makefile = (REPO / "Makefile").read_text()
+    assert f"--max-steps {exp.data.window}" in makefile.split("quickstart-procgen: setup")[1]  # rollouts = windows

@@ -3,6 +3,8 @@ in packed training rows and evaluation, the configs that must agree, and the cel
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -105,3 +107,33 @@ def test_hashmap_cell_follows_the_demo_where_the_screen_differs_and_refuses_rgb(
     assert picked == {"hashmap": 7, "hashmap-cell": 2}  # the screen misses (random: 7), the cell hits
     with pytest.raises(IcrlError, match="'hashmap-cell' does not apply to procgen:ninja"):
         check_methods({}, ["hashmap-cell"], ["procgen:ninja"])
+
+
+def frames(values: list[int], actions: list[int], episode: int = 0) -> Episode:
+    """A Procgen episode of flat frames, frame t filled with ``values[t]``."""
+    n = len(values)
+    rgb = np.stack([np.full((64, 64, 3), v, np.uint8) for v in values])
+    return Episode(domain="procgen", task="procgen:jumper", level=0, source="oracle", observations={"rgb": rgb},
+                   actions=np.array(actions, np.int32), rewards=np.zeros(n, np.float32), terminated=True,
+                   truncated=False, has_actions=True, episode=episode)
+
+
+def test_nearest_recall_takes_the_closest_earlier_frame_ties_to_the_last_and_matches_rnp():
+    from icrl.eval.policies import RetrievePlayPolicy
+
+    demo = frames([10, 50, 10, 200], [1, 2, 3, 4])
+    query = frames([12, 49, 160, 0], [0, 0, 0, 0], episode=1)
+    row = pack_parts([Part(demo, 0, 4), Part(query, 0, 4)], "procgen", 8, "nearest")
+    # 12 -> frames 10 (steps 0 and 2: a tie, the last wins: 3); 49 -> 50 (2); 160 -> 200 (4); 0 -> 10 (3).
+    assert row["recall"].tolist() == [NO_RECALL] * 4 + [3, 2, 4, 3]
+    layout = ContextLayout(episodes=2, window=4, context_steps=8, tokens_per_step=2, positions="rope",
+                           recall="nearest")
+    table = demo_recall([demo], layout, "procgen")  # what a rollout after the demo looks up
+    keys = table.keys(query.observations)
+    assert [table.get(k, NO_RECALL) for k in keys] == [3, 2, 4, 3]
+    assert RecallTable("nearest").get(keys[0], NO_RECALL) == NO_RECALL  # nothing added: no recall
+    # R&P compares the same features: at step 1 (no earlier match to follow) it picks the same actions.
+    rnp = RetrievePlayPolicy()
+    rnp.start(SimpleNamespace(legal_actions=np.arange(15)), [[demo]], np.zeros(1, np.int64), [np.random.default_rng(0)])
+    picked = [int(rnp.act({"rgb": query.observations["rgb"][t:t + 1]}, np.ones(1, bool))[0]) for t in (1, 2)]
+    assert picked == [2, 4]

@@ -83,7 +83,7 @@ class SequenceConfig(ConfigBase):
     max_episode_steps: int | None = Field(
         None, ge=1, description="Longer episodes are cut to a window of this many steps (None: T // E).")
     reward_tokens: bool = Field(False, description="Feed rewards to the model as tokens.")
-    recall: Literal["none", "cell", "screen"] = Field(
+    recall: Literal["none", "cell", "screen", "nearest"] = Field(
         "none", description="Each step also carries the action an earlier episode of its context took at a matching "
         "step (icrl.data.recall): 'cell' matches the cursor's cell, 'screen' the whole observation; must agree with "
         "model.recall.")

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from icrl.data.recall import retrieval_distances, retrieval_features
 from icrl.envs.base import Obs
 from icrl.envs.spec import EnvSpec
 from icrl.errors import IcrlError
@@ -217,31 +218,6 @@ class ExpertPolicy(Policy):
             choice = self.experts[i].act(row) if states is None else self.experts[i].act(row, states[i])
             out[i] = self.legal[choice]
         return out
-
-
-RNP_POOL = 4  # R&P compares frames summed over 4x4 pixels: 64x64x3 -> 16x16x3
-
-
-def retrieval_features(obs: Obs) -> np.ndarray:
-    """Features [B, d] that R&P compares, from observations with a batch axis: RGB frames
-    [B, 64, 64, 3] summed over 4x4 pixels to [B, 16 * 16 * 3] float64 (whole numbers, so the
-    distances below are exact and equal frames tie exactly); tty screens as their characters
-    [B, 24 * 80] uint8."""
-    if "rgb" in obs:
-        rgb = np.asarray(obs["rgb"], np.float64)
-        b, h, w, c = rgb.shape
-        return rgb.reshape(b, h // RNP_POOL, RNP_POOL, w // RNP_POOL, RNP_POOL, c).sum(axis=(2, 4)).reshape(b, -1)
-    chars = np.asarray(obs["tty_chars"], np.uint8)
-    return chars.reshape(len(chars), -1)
-
-
-def retrieval_distances(bank: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """Distances [q, n] between query features [q, d] and demo-step features [n, d]: squared
-    Euclidean for frames, the number of differing cells (Hamming) for tty screens."""
-    if bank.dtype == np.uint8:
-        return (queries[:, None, :] != bank[None, :, :]).sum(axis=2).astype(np.float64)
-    norms = (bank * bank).sum(axis=1)
-    return norms[None, :] - 2.0 * queries @ bank.T + (queries * queries).sum(axis=1)[:, None]
 
 
 class RetrievePlayPolicy(RandomPolicy):

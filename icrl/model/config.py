@@ -76,7 +76,7 @@ class ModelConfig(ConfigBase):
         2048, ge=2, description="longest training sequence in tokens; with learned positions, the table's rows")
     max_timestep: int = Field(1024, ge=1, description="rows of the timestep-in-episode table; later steps share the last row")
     reward_tokens: bool = Field(False, description="add a reward token after each action token (3 tokens per step)")
-    recall: Literal["none", "cell", "screen"] = Field(
+    recall: Literal["none", "cell", "screen", "nearest"] = Field(
         "none", description="embed each step's recalled action (icrl.data.recall: what an earlier episode of the "
         "context did at the same cursor cell, or on the same screen) into its observation token; must agree with "
         "data.recall")
@@ -91,6 +91,10 @@ class ModelConfig(ConfigBase):
         "conv", description="how the tty map branch halves the map three times (21×80 → 3×10): conv = 3×3 stride-2 "
         "convolutions; patch = each 2×2 block of cells merged into one by a dense layer (space-to-depth, matmuls "
         "only: the map branch's forward + backward about 3.5× faster on CPU, where small-channel convolutions are slow)")
+    rgb_downsample: Literal["conv", "patch"] = Field(
+        "conv", description="how the RGB encoder takes a 64×64 frame down: conv = IMPALA stacks (conv 3×3, max-pool, two "
+        "residual blocks, 64 → 8 per side); patch = 4×4-pixel patches, then 2×2 merges, each a dense layer over the "
+        "pixels or cells it merges (16 → 8 → 4 per side: matmuls only, for CPUs, where the IMPALA convolutions are slow)")
     cursor_position: bool = Field(
         False, description="tty encoder: add a fixed code (random Fourier features) of the cursor's absolute cell, so a "
         "step can be matched by where the agent is, which the centred crop and the coarse map do not tell")
@@ -100,7 +104,8 @@ class ModelConfig(ConfigBase):
     map_channels: int | None = Field(None, ge=1, description="conv channels over the whole map (None: the preset's)")
     tty_features: int | None = Field(None, ge=1, description="features per tty branch (None: the preset's)")
     tty_hidden: int | None = Field(None, ge=1, description="hidden width fusing tty branches (None: the preset's)")
-    impala_channels: tuple[int, int, int] | None = Field(None, description="IMPALA stack channels (None: the preset's)")
+    impala_channels: tuple[int, int, int] | None = Field(
+        None, description="channels of the RGB encoder's three stages, IMPALA stacks or patch merges (None: the preset's)")
     rgb_hidden: int | None = Field(None, ge=1, description="hidden width after the IMPALA CNN (None: the preset's)")
     attention: Literal["auto", "blocks", "xla", "cudnn"] = Field(
         "auto", description="attention kernel: auto = cuDNN flash attention where it compiles (GPU, 16-bit compute), "

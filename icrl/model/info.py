@@ -15,7 +15,7 @@ from flax import nnx
 
 from icrl.envs.actions import VOCAB_SIZE
 from icrl.model.config import PRESETS, ModelConfig
-from icrl.model.rgb_encoder import SIDE
+from icrl.model.rgb_encoder import PATCH, SIDE
 from icrl.model.tty_encoder import COLS, MAP_CONVS, MAP_ROWS
 
 PARTS = ("encoder", "tokens", "transformer", "head")
@@ -55,11 +55,19 @@ def encoder_flops(config: ModelConfig) -> int:
         flops += 2 * h * w * cm * f + 2 * 3 * COLS * d.char_dim * f
         return flops + 2 * 4 * f * d.tty_hidden + 2 * d.tty_hidden * d.d_model
     side, c_in, flops = SIDE, 3, 0
-    for c in d.impala_channels:
-        flops += _conv_flops(side, side, c_in, c)
-        side = -(-side // 2)
-        flops += 4 * _conv_flops(side, side, c, c)
-        c_in = c
+    if config.rgb_downsample == "patch":
+        side, c_in = SIDE // PATCH, PATCH * PATCH * 3
+        for i, c in enumerate(d.impala_channels):
+            if i:
+                side, c_in = -(-side // 2), 4 * c_in
+            flops += 2 * side * side * c_in * c
+            c_in = c
+    else:
+        for c in d.impala_channels:
+            flops += _conv_flops(side, side, c_in, c)
+            side = -(-side // 2)
+            flops += 4 * _conv_flops(side, side, c, c)
+            c_in = c
     return flops + 2 * side * side * c_in * d.rgb_hidden + 2 * d.rgb_hidden * d.d_model
 
 

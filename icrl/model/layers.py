@@ -104,3 +104,15 @@ class RMSNorm(nnx.Module):
         x32 = x.astype(jnp.float32)
         y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
         return (y * self.scale[...].astype(jnp.float32)).astype(self.dtype)
+
+
+def merge_patches(x: jax.Array) -> jax.Array:
+    """[N, H, W, C] → [N, ⌈H/2⌉, ⌈W/2⌉, 4·C]: each 2×2 block of cells as one cell (space-to-depth).
+
+    An odd last row or column is padded with zeros, so the output has the shape a 'SAME' stride-2
+    convolution gives.
+    """
+    n, h, w, c = x.shape
+    x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
+    h, w = x.shape[1] // 2, x.shape[2] // 2
+    return x.reshape(n, h, 2, w, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, h, w, 4 * c)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from icrl.model.config import ModelConfig
-from icrl.model.layers import conv, dense, embed
+from icrl.model.layers import conv, dense, embed, merge_patches
 
 ROWS, COLS = 24, 80
 MAP_ROWS = (1, 22)  # rows [1, 22) of the tty are the map; 0 is the message, 22-23 the status
@@ -40,18 +40,6 @@ def _ceil_halvings(n: int, times: int) -> int:
     for _ in range(times):
         n = -(-n // 2)
     return n
-
-
-def merge_patches(x: jax.Array) -> jax.Array:
-    """[N, H, W, C] → [N, ⌈H/2⌉, ⌈W/2⌉, 4·C]: each 2×2 block of cells as one cell (space-to-depth).
-
-    An odd last row or column is padded with zeros, so the output has the shape a 'SAME' stride-2
-    convolution gives.
-    """
-    n, h, w, c = x.shape
-    x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
-    h, w = x.shape[1] // 2, x.shape[2] // 2
-    return x.reshape(n, h, 2, w, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, h, w, 4 * c)
 
 
 def crop_around(grid: jax.Array, rows: jax.Array, cols: jax.Array, size: int) -> jax.Array:
