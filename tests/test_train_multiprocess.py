@@ -1,7 +1,8 @@
 """Two local processes (2 CPU devices each, gloo collectives) train one model together on a
 (data 2, fsdp 2) mesh: data parallel across the processes, parameters sharded inside each. They
 must hold identical replicas of every parameter shard, and match one process driving 4 devices.
-A SIGTERM to one of them (a preemption notice) makes both save the same step and exit 0.
+A SIGTERM to one of them (a preemption notice) makes both save the same step and exit 0; one
+process then resumes that checkpoint (saved by two) and ends where the one-process run ended.
 
 Run as a script, this file is the worker: ``python test_train_multiprocess.py CONFIG OUT [PORT ID N]``.
 """
@@ -43,7 +44,7 @@ def worker(config: str, out: str, port: str | None = None, pid: str | None = Non
         overrides = ["distributed.mode=explicit", f"distributed.coordinator_address=127.0.0.1:{port}",
                      f"distributed.num_processes={n}", f"distributed.process_id={pid}"]
     cfg = load_experiment(config, overrides)
-    code = train(cfg)
+    code = train(cfg, resume=os.environ.get("ICRL_TEST_RESUME") == "1")
     if code:
         return code
     # Read the final checkpoint back onto the same mesh: each process gets the shards it holds.
@@ -73,8 +74,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn(args: list[str], devices: int, log: Path) -> subprocess.Popen:
+def spawn(args: list[str], devices: int, log: Path, resume: bool = False) -> subprocess.Popen:
     env = dict(os.environ)
+    env["ICRL_TEST_RESUME"] = "1" if resume else "0"
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
@@ -146,6 +148,24 @@ def test_two_processes_train_together_and_agree_with_one(tmp_path):
     assert [r["step"] for r in steps2] == list(range(1, step + 1))
     np.testing.assert_allclose([r["loss"] for r in steps2], [r["loss"] for r in steps1], rtol=1e-5)
     assert [r["first_sequence"] for r in steps2] == [r["first_sequence"] for r in steps1]
+
+    # One process resumes the checkpoint two processes saved (their data positions are
+    # process_<i>-of-2.json) on the same 4-device mesh, and ends where the one-process run ended.
+    data_files = sorted(p.name for p in (tmp_path / "runs" / "two" / "checkpoints" / str(step) / "data").iterdir()
+                        if p.suffix == ".json")
+    assert data_files == ["process_0-of-2.json", "process_1-of-2.json"]
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    assert wait([spawn([str(cfg2), str(resumed)], 4, tmp_path / "resumed.log", resume=True)]) == [0], \
+        (tmp_path / "resumed.log").read_text()[-3000:]
+    assert json.loads((resumed / "devices_0.json").read_text())["step"] == STEPS
+    final, ref = load_params(tmp_path / "runs" / "two", STEPS), load_params(tmp_path / "runs" / "one", STEPS)
+    for key, value in ref.items():
+        np.testing.assert_allclose(final[key], value, rtol=1e-5, atol=1e-6, err_msg=f"resumed vs one process: {key}")
+    later = [r for r in read_jsonl(metrics2) if "loss" in r and r["step"] > step]
+    assert [r["first_sequence"] for r in later] == [r["first_sequence"] for r in
+                                                    read_jsonl(tmp_path / "runs" / "one" / "metrics.jsonl")
+                                                    if "loss" in r and r["step"] > step]
 
 
 def load_params(run: Path, step: int) -> dict:

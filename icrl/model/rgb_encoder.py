@@ -8,7 +8,7 @@ Three stages of ``impala_channels`` take the frame down, then relu, flatten, and
   take 64×64 to 8×8.
 - ``patch``: the frame cut into 4×4-pixel patches (16×16 of 48 values), then twice each 2×2 block
   of cells merged into one (``merge_patches``), each stage a dense layer and a GELU: 16×16 → 8×8 →
-  4×4. Matmuls only, about 1/40 of IMPALA's FLOPs at the 1M preset's widths: on CPU the small-channel
+  4×4. Matmuls only, about 1/50 of IMPALA's FLOPs at the 1M preset's widths: on CPU the small-channel
   convolutions run at a few percent of the matmul peak.
 """
 

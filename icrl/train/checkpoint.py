@@ -5,7 +5,8 @@ Each checkpoint holds three items:
 - ``state``: the ``TrainState`` (step, fp32 params, optimizer state, dropout key), every array
   written by the processes that hold its shards, restored onto whatever mesh the resumed run has;
 - ``data``: the input iterator's state, one JSON file per process (Grain's Orbax handler), taken
-  when the save starts so the background write cannot see a later position;
+  when the save starts so the background write cannot see a later position; a run resumed with
+  another number of processes reads it from any process's file (the position is global);
 - ``config``: the resolved experiment config (JSON).
 
 Saves are asynchronous (arrays are copied to host, then written in the background while training
@@ -16,6 +17,7 @@ half-written one is never read (and is cleaned up on the next start).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +86,15 @@ class Checkpointer:
         (``jax.ShapeDtypeStruct`` leaves with shardings); sets ``iterator`` (if given) to the saved
         data position."""
         items = {"state": ocp.args.StandardRestore(abstract_state)}
-        if iterator is not None:
+        data_dir = self.directory / str(step) / "data"
+        own = data_dir / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        if iterator is not None and own.is_file():
             items["data"] = grain.checkpoint.CheckpointRestore(iterator)
+        elif iterator is not None:
+            # Saved by another number of processes: Grain's handler reads only its own
+            # process_<i>-of-<n>.json. The position is global (the next batch of the global
+            # stream, which each process slices), so any process's file gives it.
+            iterator.set_state(saved_data_position(data_dir))
         return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
     def restore_params(self, step: int, abstract_params: dict) -> dict:
@@ -115,6 +124,19 @@ class Checkpointer:
             await_cleanup()
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def saved_data_position(data_dir: Path) -> bytes:
+    """The input iterator's state in a checkpoint's ``data`` item, whatever number of processes
+    wrote it: every process saves the same global position (IcrlError if they disagree or none did)."""
+    files = sorted(data_dir.glob("process_*-of-*.json"))
+    if not files:
+        raise IcrlError(f"{data_dir}: no saved data position (process_<i>-of-<n>.json)")
+    states = {f: f.read_bytes() for f in files}
+    positions = {json.loads(b).get("next_batch") for b in states.values()}
+    if len(positions) > 1:
+        raise IcrlError(f"{data_dir}: the processes saved different data positions {sorted(map(str, positions))}")
+    return states[files[0]]
 
 
 def abstract_with_shardings(abstract: Any, shardings: Any) -> Any:
