@@ -50,10 +50,10 @@ RNP_POOL = 4  # R&P compares frames summed over 4x4 pixels: 64x64x3 -> 16x16x3
 
 
 def retrieval_features(obs: Obs) -> np.ndarray:
-    """Features [B, d] that R&P compares, from observations with a batch axis (obs key -> [B, ...]): RGB frames
-    [B, 64, 64, 3] summed over 4x4 pixels to [B, 16 * 16 * 3] float64 (whole numbers, so the
-    distances below are exact and equal frames tie exactly); tty screens as their characters
-    [B, 24 * 80] uint8."""
+    """Features [B, d] that R&P and ``nearest`` recall compare, from observations with a batch axis
+    (obs key -> [B, ...]): RGB frames [B, 64, 64, 3] summed over 4x4 pixels to [B, 16 * 16 * 3]
+    float64 (whole numbers, so the distances below are exact and equal frames tie exactly); tty
+    screens as their characters [B, 24 * 80] uint8."""
     if "rgb" in obs:
         rgb = np.asarray(obs["rgb"], np.float64)
         b, h, w, c = rgb.shape
