@@ -85,8 +85,8 @@ class SequenceConfig(ConfigBase):
     reward_tokens: bool = Field(False, description="Feed rewards to the model as tokens.")
     recall: Literal["none", "cell", "screen", "nearest"] = Field(
         "none", description="Each step also carries the action an earlier episode of its context took at a matching "
-        "step (icrl.data.recall): 'cell' matches the cursor's cell, 'screen' the whole observation; must agree with "
-        "model.recall.")
+        "step (icrl.data.recall): 'cell' matches the cursor's cell, 'screen' the whole observation, 'nearest' takes the "
+        "nearest frame by R&P's distance; must agree with model.recall.")
     seed: int = Field(0, description="Seed of the sequence stream: sequence i depends on (seed, i).")
     num_sequences: int = Field(1 << 30, ge=1, description="Length of the sequence stream.")
     pack: int = Field(

@@ -78,8 +78,8 @@ class ModelConfig(ConfigBase):
     reward_tokens: bool = Field(False, description="add a reward token after each action token (3 tokens per step)")
     recall: Literal["none", "cell", "screen", "nearest"] = Field(
         "none", description="embed each step's recalled action (icrl.data.recall: what an earlier episode of the "
-        "context did at the same cursor cell, or on the same screen) into its observation token; must agree with "
-        "data.recall")
+        "context did at the same cursor cell, on the same screen, or at the nearest frame) into its observation token; "
+        "must agree with data.recall")
     action_sees_obs: bool = Field(
         False, description="action tokens also carry a learned projection of their step's observation encoding"
     )
@@ -106,7 +106,7 @@ class ModelConfig(ConfigBase):
     tty_hidden: int | None = Field(None, ge=1, description="hidden width fusing tty branches (None: the preset's)")
     impala_channels: tuple[int, int, int] | None = Field(
         None, description="channels of the RGB encoder's three stages, IMPALA stacks or patch merges (None: the preset's)")
-    rgb_hidden: int | None = Field(None, ge=1, description="hidden width after the IMPALA CNN (None: the preset's)")
+    rgb_hidden: int | None = Field(None, ge=1, description="hidden width after the RGB encoder's stages (None: the preset's)")
     attention: Literal["auto", "blocks", "xla", "cudnn"] = Field(
         "auto", description="attention kernel: auto = cuDNN flash attention where it compiles (GPU, 16-bit compute), "
         "else blocks; blocks = XLA ops in blocks of 128 queries, each reading only the keys up to its end "
