@@ -101,6 +101,7 @@ class RecallTable:
         self.table: dict = {}
         self._features: list[np.ndarray] = []  # nearest: [n_i, d] per add
         self._actions: list[np.ndarray] = []
+        self._bank: tuple[np.ndarray, np.ndarray] | None = None  # the two joined, until the next add
 
     def keys(self, obs: Mapping[str, np.ndarray]) -> list | np.ndarray:
         """The keys of n steps' observations, obs key -> [n, ...] (``recall_keys``)."""
@@ -114,6 +115,7 @@ class RecallTable:
             if kept.any():
                 self._features.append(np.asarray(keys)[kept])
                 self._actions.append(actions[kept].astype(np.int32))
+                self._bank = None
             return
         for key, a in zip(keys, actions.tolist()):
             if a != PAD_ACTION:
@@ -124,7 +126,9 @@ class RecallTable:
         if self.mode == "nearest":
             if not self._features:
                 return np.full(len(keys), NO_RECALL, np.int32)
-            bank, acts = np.concatenate(self._features), np.concatenate(self._actions)
+            if self._bank is None:  # a rollout looks one row up per call: join once, not at every step
+                self._bank = (np.concatenate(self._features), np.concatenate(self._actions))
+            bank, acts = self._bank
             dist = retrieval_distances(bank, np.asarray(keys))
             # Distances are whole numbers: within 0.5 of the minimum is an exact tie; the last one wins.
             last = bank.shape[0] - 1 - np.argmax((dist <= dist.min(axis=1, keepdims=True) + 0.5)[:, ::-1], axis=1)
