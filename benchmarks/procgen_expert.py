@@ -68,6 +68,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--games", nargs="+", default=list(PROCGEN_GAMES))
     p.add_argument("--levels", type=int, default=4)
+    p.add_argument("--first", type=int, default=0, help="index of the first level (levels first .. first+levels-1)")
     p.add_argument("--heldout", action="store_true", help="held-out level seeds instead of train ones")
     p.add_argument("--sticky", type=float, default=0.2)
     p.add_argument("--no-random", action="store_true")
@@ -78,12 +79,12 @@ def main() -> None:
     p.add_argument("-v", action="store_true", help="one line per episode")
     args = p.parse_args()
     changes = {k: type(getattr(SearchSettings(), k))(v) for k, v in (x.split("=") for x in args.set)}
-    print(f"settings: {changes or 'defaults'} over game_settings(game); sticky {args.sticky}; {args.levels} levels per game")
+    print(f"settings: {changes or 'defaults'} over game_settings(game); sticky {args.sticky}; {args.levels} levels per game from index {args.first}")
     print("| game | expert return | expert complete | random return | random complete | s / episode | "
           "searched / played | planner steps/s | action changes | entropy (bits) | complete, completable levels |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for game in args.games:
-        levels = [level_seed("heldout" if args.heldout else "train", i) for i in range(args.levels)]
+        levels = [level_seed("heldout" if args.heldout else "train", i) for i in range(args.first, args.first + args.levels)]
         settings = game_settings(game, **changes)
         env = make_env(f"procgen:{game}")  # one env per game: making one costs more than an episode
         rows = [play_expert(env, game, lv, args.sticky, settings) for lv in levels]

@@ -9,8 +9,9 @@ from icrl.envs import make_env
 from icrl.envs.procgen import procgen_core
 from icrl.errors import IcrlError
 from icrl.experts import make_expert
-from icrl.experts.procgen_search import ProcgenSearchExpert, SearchSettings, plan_statistics, play_episode
-from icrl.experts.procgen_sim import GAME_ACTIONS, ProcgenSimulator, frame_cells
+from icrl.experts.procgen_search import (ProcgenSearchExpert, SearchSettings, _place, game_settings, plan_statistics,
+                                         play_episode)
+from icrl.experts.procgen_sim import GAME_ACTIONS, ProcgenSimulator, agent_position, frame_cells, position_cells
 
 SMALL = SearchSettings(budget=12_000)
 
@@ -43,12 +44,25 @@ def test_a_restored_state_plays_out_the_same_way():
     sim.close()
 
 
-def test_the_planner_is_deterministic_for_a_level_and_seed():
-    a, ret_a, ok_a, stats_a = play("procgen:coinrun", 3, 0.2, seed=5)
-    b, ret_b, ok_b, stats_b = play("procgen:coinrun", 3, 0.2, seed=5)
+@pytest.mark.parametrize("settings", [SMALL, game_settings("coinrun", budget=12_000)], ids=["defaults", "coinrun's"])
+def test_the_planner_is_deterministic_for_a_level_and_seed(settings):
+    a, ret_a, ok_a, stats_a = play("procgen:coinrun", 3, 0.2, seed=5, settings=settings)
+    b, ret_b, ok_b, stats_b = play("procgen:coinrun", 3, 0.2, seed=5, settings=settings)
     assert np.array_equal(a, b) and ret_a == ret_b and ok_a == ok_b and stats_a == stats_b
-    assert stats_a["searched"] <= SMALL.budget + 2 * 200  # the budget, and at most one replay past it
+    assert stats_a["searched"] <= settings.budget + 2 * 200  # the budget, and at most one replay past it
     assert set(a.tolist()) <= set(GAME_ACTIONS["coinrun"])
+
+
+def test_coinruns_search_favours_far_cells_and_reads_their_places():
+    assert game_settings("coinrun").far_bonus > 0 and SearchSettings().far_bonus == 0
+    env = make_env("procgen:coinrun")
+    env.reset(0)
+    state = procgen_core(env).get_state()
+    env.close()
+    x, y = agent_position(state)
+    cell = position_cells([state], np.array([3.0]))[0]
+    assert _place(cell) == (x // 1.0, y // 1.0)
+    assert _place(b"f" + frame_cells(np.zeros((1, 64, 64, 3), np.uint8))[0]) is None
 
 
 def test_it_completes_levels_under_sticky_actions_with_few_action_changes():
