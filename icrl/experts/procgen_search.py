@@ -8,10 +8,10 @@ within a budget of environment steps:
   ``position_cells``; a shrunk frame where that fails) to the best way found to reach them: highest
   return, then fewest steps;
 - each round picks ``slots`` cells, favouring cells picked or reached less often (novelty),
-  cells with the best return and, in some games, cells far from the start, restores their states, and plays ``unit * depth`` random frames from
-  each as *macro-actions*: every ``unit`` frames the action changes with probability ``p_change``
-  (else it continues, from the cell's last action), so runs of one action last about
-  ``unit / p_change`` frames;
+  cells with the best return and, in some games, cells far from the start (``far_bonus``),
+  restores their states, and plays ``unit * depth`` random frames from each as *macro-actions*:
+  every ``unit`` frames the action changes with probability ``p_change`` (else it continues, from
+  the cell's last action), so runs of one action last about ``unit / p_change`` frames;
 - the search ends at the first completed level (a shortest route is not worth the budget), or when
   its share of the budget is spent; the plan is the best outcome seen: a completed level, else the
   highest return, an alive state before a dead one, then the deeper state (more of the level seen).
@@ -60,7 +60,7 @@ class SearchSettings:
     seen_weight: float = 1.0  # pick weight of rarely reached cells, beside rarely picked ones
     smooth_below: int = 8  # runs of one action shorter than this are merged into a neighbour if no worse
     max_shortcuts: int = 20  # detours cut from one plan at most (each costs a replay)
-    far_bonus: float = 0.0  # extra pick weight of a cell: far_bonus x its distance from the search's start / the farthest
+    far_bonus: float = 0.0  # pick weight x (1 + far_bonus x the cell's distance from the start / the farthest's)
     commit: int = 48  # steps of an unfinished plan played before searching again (see _commit)
 
 
