@@ -115,7 +115,7 @@ class _Node:
     actions: tuple[int, ...]
     ret: float
     last: int | None
-    place: tuple | None = None  # the cell's (x, y), None for frame cells
+    far: float = 0.0  # the cell's distance from the search's start (0 for frame cells)
     picked: int = 0
     seen: int = 0
 
@@ -308,8 +308,8 @@ class ProcgenSearchExpert:
         cfg, sim, rng = self.settings, self._sim, self._rng
         self.stats["searches"] += 1
         cell = self._cells([root], frame[None], np.zeros(1))[0]
-        nodes = [_Node(root, (), 0.0, self._last if self._t else None, _place(cell))]
-        origin = np.array(nodes[0].place if nodes[0].place is not None else (0.0, 0.0))
+        origin = _place(cell)
+        nodes = [_Node(root, (), 0.0, self._last if self._t else None)]
         archive = {cell: 0}
         # Best outcome so far: ((complete, return, alive, steps or -steps), actions).
         best: tuple[tuple, tuple[int, ...]] = ((False, 0.0, True, 0), ())
@@ -324,8 +324,7 @@ class ProcgenSearchExpert:
                       + cfg.seen_weight / np.sqrt(1.0 + np.array([nodes[j].seen for j in open_])))
             weight *= 1.0 + cfg.best_bonus * (rets >= rets.max())
             if cfg.far_bonus:
-                far = np.array([0.0 if nodes[j].place is None else np.hypot(*(np.array(nodes[j].place) - origin))
-                                for j in open_])
+                far = np.array([nodes[j].far for j in open_])
                 weight *= 1.0 + cfg.far_bonus * far / max(far.max(), 1e-6)
             picks = [open_[j] for j in rng.choice(len(open_), size=cfg.slots, p=weight / weight.sum())]
             for j in picks:
@@ -374,7 +373,7 @@ class ProcgenSearchExpert:
                     states = states or sim.states()
                     for s in better:
                         node = _Node(states[s], nodes[picks[s]].actions + tuple(hist[s]), float(ret[s]),
-                                     int(action[s]), _place(cells[s]))
+                                     int(action[s]), _distance(_place(cells[s]), origin))
                         j = archive.get(cells[s])
                         if j is None:
                             archive[cells[s]] = len(nodes)
@@ -400,6 +399,11 @@ class ProcgenSearchExpert:
 def _place(cell: bytes) -> tuple[float, float] | None:
     """The (x, y) tile of a position cell (``position_cells``); None for a frame cell."""
     return None if cell.startswith(b"f") else tuple(np.frombuffer(cell[:8], np.float32).tolist())
+
+
+def _distance(place: tuple | None, origin: tuple | None) -> float:
+    """Euclidean distance of two places; 0 where either is unknown (frame cells)."""
+    return 0.0 if place is None or origin is None else float(np.hypot(place[0] - origin[0], place[1] - origin[1]))
 
 
 def plan_statistics(actions: np.ndarray) -> dict[str, float]:
