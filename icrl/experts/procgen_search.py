@@ -308,7 +308,7 @@ class ProcgenSearchExpert:
         cfg, sim, rng = self.settings, self._sim, self._rng
         self.stats["searches"] += 1
         cell = self._cells([root], frame[None], np.zeros(1))[0]
-        origin = _place(cell)
+        origin = _place(cell) if cfg.far_bonus else None
         nodes = [_Node(root, (), 0.0, self._last if self._t else None)]
         archive = {cell: 0}
         # Best outcome so far: ((complete, return, alive, steps or -steps), actions).
@@ -373,7 +373,7 @@ class ProcgenSearchExpert:
                     states = states or sim.states()
                     for s in better:
                         node = _Node(states[s], nodes[picks[s]].actions + tuple(hist[s]), float(ret[s]),
-                                     int(action[s]), _distance(_place(cells[s]), origin))
+                                     int(action[s]), _distance(_place(cells[s]), origin) if cfg.far_bonus else 0.0)
                         j = archive.get(cells[s])
                         if j is None:
                             archive[cells[s]] = len(nodes)
