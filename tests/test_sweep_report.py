@@ -15,12 +15,12 @@ TASK = "MiniHack-Labyrinth-Small-v0"
 WINS = {"0.0": [2, 1, 3], "1.0": [8, 7, 9]}
 
 
-def make_sweep(root, evaluated=None):
+def make_sweep(root, evaluated=None, wins=WINS):
     jobs = [{"name": f"p_burst={p},seed={s}", "labels": {"data.p_burst": p, "seed": str(s)}}
-            for p in WINS for s in range(3)]
+            for p in wins for s in range(3)]
     (root / "sweep.json").parent.mkdir(parents=True, exist_ok=True)
     (root / "sweep.json").write_text(json.dumps({
-        "name": "burst", "axes": {"data.p_burst": list(WINS), "seed": ["0", "1", "2"]}, "primary_k": 1,
+        "name": "burst", "axes": {"data.p_burst": list(wins), "seed": ["0", "1", "2"]}, "primary_k": 1,
         "report": {"x": "data.p_burst", "seeds": "seed", "metrics": ["success", "return"], "k": None, "method": "icl"},
         "jobs": jobs}))
     for job in jobs:
@@ -28,7 +28,7 @@ def make_sweep(root, evaluated=None):
         if evaluated is not None and job["name"] not in evaluated:
             continue
         rows = [{"task": TASK, "level": lv, "k": k, "method": m, "episode": e,
-                 "success": bool(k == 1 and lv < WINS[p][s]), "return": float(k == 1 and lv < WINS[p][s])}
+                 "success": bool(k == 1 and lv < wins[p][s]), "return": float(k == 1 and lv < wins[p][s])}
                 for lv in range(10) for k in (0, 1) for e in range(2) for m in ("icl", "hashmap")]
         run = root / "runs" / job["name"]
         (run / "eval").mkdir(parents=True)
@@ -49,7 +49,21 @@ def test_the_report_spans_the_grid_with_cis_over_seeds(tmp_path, capsys):
     # Welch: 0.6 ± t(4) * sqrt(2 * 0.01 / 3) = 0.6 ± 0.23; paired by level: the levels' seed means
     contrast = next(line for line in lines if line.startswith("| - | Labyrinth-Small | +60 |"))
     assert "[+37, +83] | yes |" in contrast and "over 10 levels | yes |" in contrast
+    assert "| [+60, +60] over 3 pairs | yes |" in contrast  # each seed: +6 levels of 10
     assert "## 1-shot return" in out and "| 1.0 | 3 | +0.80 ± 0.25 (+0.80, +0.70, +0.90) |" in out
+
+
+def test_pairing_by_replicate_cancels_what_a_seed_shares_across_x(tmp_path, capsys):
+    # seed 1 is good at both p_burst values: unpaired, its spread hides the difference
+    make_sweep(tmp_path / "sweep", wins={"0.0": [1, 5, 3], "1.0": [4, 9, 6]})
+    assert main(["report", str(tmp_path / "sweep")]) == 0
+    contrast = next(line for line in capsys.readouterr().out.splitlines()
+                    if line.startswith("| - | Labyrinth-Small | +33 |"))
+    cells = [cell.strip() for cell in contrast.split("|")[1:-1]]
+    # Welch: 0.333 ± t(3.8) * sqrt(0.04 / 3 + 0.0633 / 3) = ± 0.52; paired: (3, 4, 3) levels of 10,
+    # 0.333 ± t(2) * 0.0577 / sqrt(3) = ± 0.14
+    assert cells[3:5] == ["[-19, +86]", "no"]
+    assert cells[5:7] == ["[+19, +48] over 3 pairs", "yes"]
 
 
 def test_welch_interval():

@@ -47,8 +47,23 @@ def test_the_grid_gives_one_resolved_job_per_point(experiment, tmp_path):
     assert cfg.path == tmp_path / "sweep" / "runs" / "p_burst=0.6,seed=1"
 
 
+def test_exclude_leaves_points_out_of_the_product(experiment, tmp_path):
+    # replicates where the contrast is: seed 1 only at the ends of the p_burst axis
+    path = sweep_file(tmp_path / "s.yaml", experiment, exclude=[{"data.p_burst": 0.6, "seed": "1"}])
+    assert [p.name for p in points(load_sweep(path), str(path))] == \
+        ["p_burst=0.0,seed=0", "p_burst=0.0,seed=1", "p_burst=0.6,seed=0", "p_burst=1.0,seed=0", "p_burst=1.0,seed=1"]
+    path = sweep_file(tmp_path / "s.yaml", experiment, exclude=[{"seed": 1}, {"data.p_burst": 0.0}])
+    assert [p.name for p in points(load_sweep(path), str(path))] == ["p_burst=0.6,seed=0", "p_burst=1.0,seed=0"]
+    path = sweep_file(tmp_path / "s.yaml", experiment, exclude=[{"seed": 0}, {"seed": 1}])
+    with pytest.raises(ConfigError, match="leaves no point of the grid"):
+        points(load_sweep(path), str(path))
+
+
 @pytest.mark.parametrize("fields, message", [
     ({"grid": {}}, "grid: the grid needs at least one axis"),
+    ({"exclude": [{"model.preset": "1M"}]}, "exclude[0]: 'model.preset' is not a grid axis"),
+    ({"exclude": [{"data.p_burst": 0.5}]}, "exclude[0]: data.p_burst=0.5 is not one of the axis's values (0.0, 0.6, 1.0)"),
+    ({"exclude": [{}]}, "exclude[0] is empty"),
     ({"grid": {"data.sources": [[{"path": "a"}], [{"path": "b"}]]}}, "needs a label"),
     ({"grid": {"seed": [0, 0]}}, "repeats a value"),
     ({"grid": {"size": {"small model": {"model.preset": "1M"}}}}, "must be a plain name"),

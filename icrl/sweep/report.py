@@ -6,10 +6,13 @@ only in the ``seeds`` axis are replicates: a grid cell shows their mean, a 95% S
 them, and each replicate's value. The in-context gain (k-shot minus 0-shot, paired by level within
 a job) and the training-time diagnostic gap (``diag_gap``, last logged) are shown the same way.
 
-The contrast of the last x value against the first, per task, is given twice: over replicates
-(Welch's interval: the seed-to-seed spread counts) and paired by level (the replicates' level
-means averaged, then the level-by-level difference: every job plays the same levels, so the level
-spread cancels; the seed spread is not in this interval).
+The contrast of the last x value against the first, per task, is given three ways:
+- over replicates, unpaired (Welch's interval: the seed-to-seed spread counts in full);
+- paired by replicate (the difference within each replicate label that both x values have, then a
+  t-interval over those differences): a grid's replicate label fixes the initialisation and data
+  seed at every x, so what a seed shares across x cancels; the seed spread of the difference stays;
+- paired by level (the replicates' level means averaged, then the level-by-level difference: every
+  job plays the same levels, so the level spread cancels; the seed spread is not in this interval).
 """
 
 from __future__ import annotations
@@ -177,8 +180,9 @@ def _contrasts(c: dict, groups: dict) -> list[str]:
     first, last = labels[0], labels[-1]
     metric, k = c["metric"], c["k"]
     out = [f"`{c['x']}` = {last} minus {first}, {k}-shot {metric}" + (" (pp)" if metric == "success" else "") + ":", "",
-           "| series | task | difference | 95% CI over replicates (Welch) | excludes 0 | paired by level | excludes 0 |",
-           "|---|---|---|---|---|---|---|"]
+           "| series | task | difference | 95% CI over replicates (Welch) | excludes 0 | paired by replicate | excludes 0 "
+           "| paired by level | excludes 0 |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for series, by_x in groups.items():
         for task in c["tasks"]:
             a, _ = _job_values(c, by_x.get(last, []), task)
@@ -186,12 +190,40 @@ def _contrasts(c: dict, groups: dict) -> list[str]:
             if not a or not b:
                 continue
             w = welch(a, b)
+            r = _paired_replicates(c, by_x[last], by_x[first], task)
             p = _paired_levels(c, by_x[last], by_x[first], task)
             ci = "" if math.isnan(w.half_width) else _interval(w, metric)
+            rci = "" if r.n < 2 else f"{_interval(r, metric)} over {r.n} pairs"
             pci = "" if p.n < 2 else f"{_interval(p, metric)} over {p.n} levels"
             out.append(f"| {', '.join(series) or '-'} | {_short_task(task)} | {_value(w.mean, metric, True)} | {ci} | "
-                       f"{'yes' if w.excludes_zero else 'no'} | {pci} | {'yes' if p.excludes_zero else 'no'} |")
+                       f"{_yes(w)} | {rci} | {_yes(r)} | {pci} | {_yes(p)} |")
     return out
+
+
+def _yes(s: Summary) -> str:
+    return "yes" if s.excludes_zero else "no"
+
+
+def _replicate_label(c: dict, job: str) -> str | None:
+    return next((j["labels"].get(c["seeds"]) for j in c["plan"]["jobs"] if j["name"] == job), None)
+
+
+def _paired_replicates(c: dict, a_jobs: list[str], b_jobs: list[str], task: str) -> Summary:
+    """The mean of (a - b) within each replicate label both sides have, with its t-interval over
+    those pairs (n=0 without a seeds axis)."""
+    if not c["seeds"]:
+        return summarize([])
+
+    def by_label(jobs):
+        out = {}
+        for job in jobs:
+            heads, _ = _job_values(c, [job], task)
+            if heads:
+                out[_replicate_label(c, job)] = heads[0]
+        return out
+
+    a, b = by_label(a_jobs), by_label(b_jobs)
+    return summarize([a[lb] - b[lb] for lb in sorted(set(a) & set(b))])
 
 
 def _interval(s: Summary, metric: str) -> str:

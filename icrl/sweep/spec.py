@@ -8,6 +8,8 @@
       seed:                                       # or labelled points, each setting several keys
         "0": {seed: 0, data.seed: 0}
         "1": {seed: 1, data.seed: 1}
+    exclude:                                      # points left out of the product (optional)
+      - {data.p_burst: 0.6, seed: "1"}            # each entry drops the points matching all of it
     eval: {demos: data/quickstart/minihack-heldout-demos, shots: [0, 1], levels: 8}
     report: {x: data.p_burst, seeds: seed, metrics: [success, return]}
     resources: {executor: local, parallel: 1, accelerator: auto}
@@ -123,6 +125,9 @@ class SweepSpec(ConfigBase):
     sweep_dir: str | None = Field(None, description="the sweep's directory (None: <run_dir>/sweeps/<name>)")
     overrides: dict[str, Any] = Field(default_factory=dict, description="dotted key -> value, for every job")
     grid: dict[str, Axis] = Field(description="axis -> values (a config key) or label -> {key: value}")
+    exclude: list[dict[str, Any]] = Field(
+        default_factory=list, description="points left out of the grid's product: each entry, axis -> value "
+                                          "(or label), drops every point that has all of them")
     eval: EvalSpec | None = Field(None, description="evaluation after training (None: training only)")
     report: ReportSpec = Field(default_factory=ReportSpec, description="the grid's report")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="executor and hardware")
@@ -154,6 +159,19 @@ class SweepSpec(ConfigBase):
         return grid
 
     @model_validator(mode="after")
+    def _exclusions(self) -> SweepSpec:
+        for i, rule in enumerate(self.exclude):
+            if not rule:
+                raise ValueError(f"exclude[{i}] is empty (it would drop every point)")
+            for axis, value in rule.items():
+                if axis not in self.grid:
+                    raise ValueError(f"exclude[{i}]: {axis!r} is not a grid axis ({', '.join(self.grid)})")
+                labels = axis_labels(self.grid[axis])
+                if _label(value) not in labels:
+                    raise ValueError(f"exclude[{i}]: {axis}={value!r} is not one of the axis's values ({', '.join(labels)})")
+        return self
+
+    @model_validator(mode="after")
     def _report_axes(self) -> SweepSpec:
         for field in ("x", "seeds"):
             axis = getattr(self.report, field)
@@ -166,6 +184,11 @@ def _label(value: Any) -> str:
     """A scalar grid value as job names spell it: YAML's spelling (0.6, true, null), '/' made '-'."""
     text = {True: "true", False: "false"}[value] if isinstance(value, bool) else "null" if value is None else str(value)
     return text.replace("/", "-").replace(" ", "")
+
+
+def axis_labels(values: Axis) -> list[str]:
+    """An axis's labels as job names spell them."""
+    return [str(lb) for lb in values] if isinstance(values, dict) else [_label(v) for v in values]
 
 
 def axis_key(axis: str) -> str:
@@ -183,7 +206,7 @@ class Point:
 
 
 def points(spec: SweepSpec, source: str) -> list[Point]:
-    """Every point of the grid, in order (the last axis varies fastest)."""
+    """Every point of the grid not excluded, in order (the last axis varies fastest)."""
     axes = []
     for axis, values in spec.grid.items():
         if isinstance(values, dict):
@@ -194,11 +217,15 @@ def points(spec: SweepSpec, source: str) -> list[Point]:
     out = []
     for combo in itertools.product(*axes):
         labels = {axis: label for axis, label, _ in combo}
+        if any(all(labels[axis] == _label(v) for axis, v in rule.items()) for rule in spec.exclude):
+            continue
         values: dict[str, tuple[str, Any]] = {}
         for _, _, sets in combo:
             values.update(sets)
         name = ",".join(f"{axis_key(a)}={lb}" for a, lb in labels.items())
         out.append(Point(name=name, labels=labels, values=values))
+    if not out:
+        raise ConfigError(f"{source}: `exclude` leaves no point of the grid")
     if len({p.name for p in out}) != len(out):
         raise ConfigError(f"{source}: two grid points have the same name; give the axes distinct last key parts")
     return out
