@@ -50,6 +50,7 @@ def train_store(path: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="two pinned slots need 2 CPUs")
 def test_a_local_sweep_trains_evaluates_reports_and_skips_what_is_done(tmp_path):
     demos = tmp_path / "demos"
     run_collection(CollectConfig(suite="minihack", split="heldout", tasks=[MAZE], levels=2, episodes_per_level=2,
@@ -59,7 +60,7 @@ def test_a_local_sweep_trains_evaluates_reports_and_skips_what_is_done(tmp_path)
         "name": "e2e", "experiment": str(experiment(tmp_path, train_store(tmp_path / "train"), 3)),
         "sweep_dir": str(tmp_path / "sweep"), "grid": {"data.p_burst": [0.0, 1.0]},
         "eval": {"demos": str(demos), "tasks": [MAZE], "shots": [0, 1], "levels": 2, "episodes": 2, "max_steps": 8},
-        "resources": {"executor": "local", "parallel": 2, "accelerator": "cpu"}}))
+        "resources": {"executor": "local", "parallel": 2, "accelerator": "cpu", "pin_cpus": True}}))
     out = subprocess.run(sweep_cmd(sweep), env=env(1), capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stdout + out.stderr
     root = tmp_path / "sweep"
@@ -74,6 +75,9 @@ def test_a_local_sweep_trains_evaluates_reports_and_skips_what_is_done(tmp_path)
         rows = json.loads((run / "eval" / "results.json").read_text())
         assert {(r["method"], r["k"]) for r in rows} == {("icl", 0), ("icl", 1)} and len(rows) == 8
         assert (run / "report.md").is_file()  # the job's own report
+    # pinned: the two slots ran on disjoint shares of the launcher's CPUs, together all of them
+    ran_on = [json.loads((root / "runs" / n / "devices.json").read_text())[-1]["cpus"] for n in names]
+    assert not set(ran_on[0]) & set(ran_on[1]) and sorted(ran_on[0] + ran_on[1]) == sorted(os.sched_getaffinity(0))
     table = (root / "jobs.md").read_text()
     assert all(f"| {n} | done | 1 | 3 |" in table for n in names)
     report = (root / "report.md").read_text()

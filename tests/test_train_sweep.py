@@ -13,7 +13,7 @@ import yaml
 from icrl.cli import main
 from icrl.config import ConfigError
 from icrl.errors import IcrlError
-from icrl.sweep.launch import gpus_per_node, plan, run_sweep
+from icrl.sweep.launch import gpus_per_node, plan, run_sweep, slot_cpus
 from icrl.sweep.spec import ResourcesSpec, job_config, load_sweep, parse_grid, points
 from icrl.train.loop import Preemption
 
@@ -108,6 +108,19 @@ def test_every_ablation_file_plans_without_flags(path, capsys, monkeypatch):
         assert spec.resources.executor == "local" and "accelerator cpu" in out[0]
     else:
         assert spec.resources.executor == "slurm" and "accelerator gpu" in out[0] and " x 8 GPUs" in out[0]
+
+
+def test_pinned_slots_split_the_cpus_and_too_many_slots_are_refused(experiment, tmp_path, capsys):
+    cpus = sorted(os.sched_getaffinity(0))
+    assert slot_cpus(1, True) == [cpus] and slot_cpus(3, False) == [None, None, None]
+    if len(cpus) >= 2:
+        two = slot_cpus(2, True)
+        assert two[0] + two[1] == cpus and two[0] and two[1]
+    path = sweep_file(tmp_path / "s.yaml", experiment, resources={"executor": "local", "pin_cpus": True})
+    assert main(["sweep", str(path), "--parallel", str(len(cpus) + 1)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{len(cpus) + 1} jobs at a time need at least {len(cpus) + 1} CPUs" in err
+    assert not (tmp_path / "sweep").exists()  # refused before anything is written
 
 
 def test_a_gpu_sweep_is_refused_where_there_are_no_gpus(experiment, tmp_path, capsys):

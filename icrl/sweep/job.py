@@ -1,8 +1,8 @@
 """One job of a sweep, as submitit runs it: train (resuming), then evaluate, then the job's report.
 
-``SweepJob(job_dir)`` reads everything from the sweep directory (the resolved config the launcher
+``SweepJob()(job_dir, cpus)`` reads everything from the sweep directory (the resolved config the launcher
 saved, not the experiment file, which may have changed since), so a requeued job runs exactly
-what was planned.
+what was planned; ``cpus`` (local sweeps with ``resources.pin_cpus``) are the CPUs of its slot.
 
 Preemption: SLURM (or submitit's local controller) sends SIGTERM or SIGUSR2. ``icrl.train.loop``
 turns either into a checkpoint after the current step (all processes at the same step, through
@@ -77,7 +77,8 @@ def record_devices(run: Path, attempt: int) -> str:
     local = jax.local_devices()
     entry = {"attempt": attempt, "host": socket.gethostname(), "platform": local[0].platform,
              "device_kind": local[0].device_kind, "process_index": jax.process_index(),
-             "process_count": jax.process_count(), "local_devices": len(local), "devices": jax.device_count()}
+             "process_count": jax.process_count(), "local_devices": len(local), "devices": jax.device_count(),
+             "cpus": sorted(os.sched_getaffinity(0))}
     path = run / "devices.json"
     entries = [e for e in st.read_json(path, []) if e.get("attempt") != attempt] + [entry]
     st.write_atomically(path, json.dumps(entries, indent=1) + "\n")
@@ -124,7 +125,9 @@ def summary(run: Path, k: int, method: str = "icl") -> str:
 class SweepJob(submitit.helpers.Checkpointable):
     """Train → evaluate → report one job of a sweep; requeueable (``checkpoint`` repeats the call)."""
 
-    def __call__(self, job_dir: str) -> int:
+    def __call__(self, job_dir: str, cpus: list[int] | None = None) -> int:
+        if cpus:  # before JAX starts: XLA sizes its CPU thread pool by the CPUs it may use
+            os.sched_setaffinity(0, cpus)
         jdir = Path(job_dir)
         job = json.loads((jdir / "job.json").read_text())
         sweep_dir = jdir.parent.parent

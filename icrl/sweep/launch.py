@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import socket
 import time
@@ -101,6 +102,8 @@ def plan(spec: SweepSpec, source: str, sweep_dir: Path, cli_overrides: list[str]
     accelerator = resolve_accelerator(res)
     if res.executor == "local" and res.nodes != 1:
         raise IcrlError(f"resources.nodes={res.nodes} needs --executor slurm (local runs one node)")
+    if res.executor == "local":
+        slot_cpus(res.parallel, res.pin_cpus)  # enough CPUs for the slots, before anything is written
     jobs = []
     for point in points(spec, source):
         cfg = job_config(spec, source, point, sweep_dir.absolute(), cli_overrides)
@@ -183,9 +186,22 @@ def _to_run(sweep_dir: Path, jobs: list[PlannedJob], say) -> list[PlannedJob]:
     return todo
 
 
+def slot_cpus(parallel: int, pin: bool) -> list[list[int] | None]:
+    """The CPUs of each local slot: the launcher's CPUs split into ``parallel`` contiguous shares
+    (``pin``), else None (every job may use every CPU)."""
+    if not pin:
+        return [None] * parallel
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < parallel:
+        raise IcrlError(f"resources.pin_cpus: {parallel} jobs at a time need at least {parallel} CPUs; "
+                        f"this process may use {len(cpus)} ({', '.join(map(str, cpus))})")
+    return [cpus[i * len(cpus) // parallel:(i + 1) * len(cpus) // parallel] for i in range(parallel)]
+
+
 def run_local(sweep_dir: Path, todo: list[PlannedJob], res: ResourcesSpec, say, poll_s: float = 1.0) -> None:
     """Run ``todo`` through submitit's LocalExecutor, ``res.parallel`` at a time, until all end."""
     folder = sweep_dir.absolute() / "submitit" / "%j"
+    cpus = slot_cpus(res.parallel, res.pin_cpus)
     pending, running = list(todo), {}  # name -> (job, slot)
     try:
         while pending or running:
@@ -200,11 +216,12 @@ def run_local(sweep_dir: Path, todo: list[PlannedJob], res: ResourcesSpec, say, 
                 jdir = st.job_dir(sweep_dir, job.name)
                 st.update_state(jdir, "submitted", executor="local", host=socket.gethostname(), pid=None,
                                 note="")
-                handle = ex.submit(SweepJob(), str(jdir.absolute()))
+                handle = ex.submit(SweepJob(), str(jdir.absolute()), cpus[slot])
                 st.update_state(jdir, job_id=handle.job_id, controller_pid=int(handle.job_id))
                 st.write_table(sweep_dir)
                 running[job.name] = (handle, slot)
-                say(f"{job.name}: started (submitit job {handle.job_id}; log {handle.paths.stderr})")
+                on = f"; CPUs {','.join(map(str, cpus[slot]))}" if cpus[slot] else ""
+                say(f"{job.name}: started (submitit job {handle.job_id}{on}; log {handle.paths.stderr})")
             time.sleep(poll_s)
             for name, (handle, _) in list(running.items()):
                 if handle.done():
@@ -288,7 +305,8 @@ def run_sweep(config: str | Path, *, grid: list[str] = (), overrides: list[str] 
     jobs = plan(spec, source, sweep_dir, list(overrides), res)
     say(f"sweep {spec.name}: {len(jobs)} jobs in {sweep_dir}; executor {res.executor}, accelerator "
         f"{jobs[0].accelerator}" + (f", {res.nodes} node(s) x {jobs[0].gpus_per_node} GPUs" if jobs[0].gpus_per_node
-                                    else "") + (f", {res.parallel} at a time" if res.executor == "local" else ""))
+                                    else "") + (f", {res.parallel} at a time" if res.executor == "local" else "")
+        + (", each slot on its own CPUs" if res.executor == "local" and res.pin_cpus else ""))
     if dry_run:
         for job in jobs:
             say(f"{job.name}: " + " ".join(f"{k}={v!r}" for k, v in

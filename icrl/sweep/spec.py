@@ -12,7 +12,7 @@
       - {data.p_burst: 0.6, seed: "1"}            # each entry drops the points matching all of it
     eval: {demos: data/quickstart/minihack-heldout-demos, shots: [0, 1], levels: 8}
     report: {x: data.p_burst, seeds: seed, metrics: [success, return]}
-    resources: {executor: local, parallel: 1, accelerator: auto}
+    resources: {executor: local, parallel: 1, pin_cpus: false, accelerator: auto}
 
 A job is named after its point, ``p_burst=0.6,seed=1``; its run directory is
 ``<sweep_dir>/runs/<job>/``. ``icrl sweep CONFIG --grid key=v1,v2`` on a plain experiment config
@@ -102,6 +102,8 @@ class ResourcesSpec(ConfigBase):
 
     executor: Literal["local", "slurm"] = Field("local", description="local: this machine; slurm: SLURM")
     parallel: int = Field(1, ge=1, description="local executor: jobs running at a time")
+    pin_cpus: bool = Field(False, description="local executor: each of the `parallel` slots runs on its own "
+                                              "share of the launcher's CPUs (sched_setaffinity)")
     accelerator: Literal["auto", "cpu", "gpu"] = Field(
         "auto", description="gpu: GPUs required (a job that would run on CPU is refused); cpu: CPU only; "
                             "auto: gpu on SLURM, on this machine whatever JAX finds")

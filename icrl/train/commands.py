@@ -53,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="local: this machine, --parallel jobs at a time; slurm: SLURM job arrays "
                         "(default: the file's resources.executor, else local)")
     s.add_argument("--parallel", type=int, default=None, help="local executor: jobs at a time (default 1)")
+    s.add_argument("--pin-cpus", action=argparse.BooleanOptionalAction, default=None,
+                   help="local executor: each of the --parallel slots on its own share of the CPUs "
+                        "(default: the file's resources.pin_cpus, else off)")
     s.add_argument("--accelerator", choices=("auto", "cpu", "gpu"), default=None,
                    help="gpu: GPUs required (a sweep that would run on CPU is refused); cpu: CPU only; "
                         "auto (default): gpu on SLURM, here whatever JAX finds")
@@ -119,7 +122,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from icrl.sweep.launch import run_sweep
 
-    resources = {k: getattr(args, k) for k in ("executor", "parallel", "accelerator", "gpus_per_node", "nodes",
+    resources = {k: getattr(args, k) for k in ("executor", "parallel", "pin_cpus", "accelerator", "gpus_per_node", "nodes",
                                                "cpus_per_task", "timeout_min", "partition")}
     return run_sweep(args.config, grid=args.grid, overrides=args.overrides, resources=resources,
                      dry_run=args.dry_run, status=args.status, wait=args.wait)
